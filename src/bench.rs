@@ -1,0 +1,253 @@
+//! `userpipe bench`: publishes generated users into fresh topics, runs the stages and the sink in-process
+//! into a fresh database, and measures throughput, publish-to-row latency and peak memory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::app::{self, Role};
+use crate::config::Config;
+use crate::fetch::generator::Generator;
+use crate::kafka::{self, Outbound};
+use crate::{db, record, sink};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Users to push through.
+    pub users: usize,
+    /// Steady publish rate in users per second; `None` publishes as fast as Kafka takes them.
+    pub rate: Option<u64>,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub users: usize,
+    pub seconds: f64,
+    pub users_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "users: {}\nelapsed: {:.2} s\nthroughput: {:.0} users/s end to end\nlatency publish->row: p50 {:.0} ms, p99 {:.0} ms\npeak rss: {:.1} MB",
+            self.users,
+            self.seconds,
+            self.users_per_second,
+            self.p50_ms,
+            self.p99_ms,
+            self.peak_rss_mb
+        )
+    }
+}
+
+/// Runs the benchmark against the configured stack; everything it creates is removed afterwards.
+pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let mut config = config.clone();
+    config.kafka.group_prefix = format!("bench-{tag}");
+    let topics = config.topics.prefixed(&format!("bench-{tag}."));
+    let database = format!("userpipe_bench_{tag}");
+
+    let admin: PgConnectOptions = config
+        .database
+        .url
+        .expose()
+        .parse()
+        .context("database.url is not a valid postgres url")?;
+    execute_admin(&admin, &format!(r#"CREATE DATABASE "{database}""#)).await?;
+    let outcome = async {
+        let pool = db::connect_with(
+            admin.clone().database(&database),
+            config.database.max_connections,
+        )
+        .await?;
+        sink::migrate(&pool).await?;
+        let specs = app::topic_specs(&config, &topics);
+        kafka::ensure_topics(&config.kafka.brokers, &specs).await?;
+        let shutdown = CancellationToken::new();
+        let pipeline = {
+            let (config, topics, pool, shutdown) = (
+                config.clone(),
+                topics.clone(),
+                pool.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                app::run_roles(&config, &topics, &Role::ALL, Some(pool), shutdown).await
+            })
+        };
+        let report = measure(&config, &topics.users, &pool, options).await;
+        shutdown.cancel();
+        pipeline.await.context("the pipeline panicked")??;
+        pool.close().await;
+        let names: Vec<String> = specs.into_iter().map(|s| s.name).collect();
+        kafka::delete_topics(&config.kafka.brokers, &names).await?;
+        report
+    }
+    .await;
+    execute_admin(
+        &admin,
+        &format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#),
+    )
+    .await?;
+    outcome
+}
+
+async fn measure(
+    config: &Config,
+    topic: &str,
+    pool: &sqlx::PgPool,
+    options: &BenchOptions,
+) -> anyhow::Result<BenchReport> {
+    let progress = ProgressBar::new(options.users as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} rows {per_sec} {wide_bar} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let producer = kafka::producer(&config.kafka.brokers)?;
+    let never = CancellationToken::new();
+    let mut generator = Generator::new(Some(42));
+    let mut published_at: HashMap<Uuid, DateTime<Utc>> = HashMap::with_capacity(options.users);
+    // Chunks of 10 ms at a steady rate, else large chunks as fast as acknowledgements come back.
+    let chunk = match options.rate {
+        Some(rate) => ((rate / 100).max(1)) as usize,
+        None => 5000,
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let started_at = Utc::now();
+    let mut sent = 0;
+    while sent < options.users {
+        if options.rate.is_some() {
+            ticker.tick().await;
+        }
+        let n = chunk.min(options.users - sent);
+        let now = Utc::now();
+        let records: Vec<Outbound> = (0..n)
+            .map(|_| {
+                let id = Uuid::new_v4();
+                published_at.insert(id, now);
+                let user = record::user_from_randomuser(&generator.result(), id, None)
+                    .expect("the generator makes valid results");
+                Outbound {
+                    topic: topic.to_owned(),
+                    key: Some(id.to_string().into_bytes()),
+                    payload: serde_json::to_vec(&Value::Object(user)).unwrap_or_default(),
+                    headers: Vec::new(),
+                }
+            })
+            .collect();
+        if options.rate.is_some() {
+            // Do not wait for the acknowledgements: the next tick must come on time.
+            let producer = producer.clone();
+            let never = never.clone();
+            tokio::spawn(async move { kafka::deliver_all(&producer, &records, &never).await });
+        } else {
+            kafka::deliver_all(&producer, &records, &never).await.ok();
+        }
+        sent += n;
+        progress.set_position(row_count(pool).await?);
+    }
+    loop {
+        let rows = row_count(pool).await?;
+        progress.set_position(rows);
+        if rows >= options.users as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    progress.finish_and_clear();
+    let rows: Vec<(Uuid, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, ingested_at FROM random_users")
+            .fetch_all(pool)
+            .await?;
+    let last = rows.iter().map(|(_, t)| *t).max().unwrap_or(started_at);
+    let mut latencies: Vec<f64> = rows
+        .iter()
+        .filter_map(|(id, t)| {
+            published_at
+                .get(id)
+                .map(|p| (*t - *p).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let seconds = ((last - started_at).num_milliseconds() as f64 / 1000.0).max(0.001);
+    Ok(BenchReport {
+        users: options.users,
+        seconds,
+        users_per_second: options.users as f64 / seconds,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        peak_rss_mb: peak_rss_kb().unwrap_or(0) as f64 / 1024.0,
+    })
+}
+
+async fn row_count(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM random_users")
+        .fetch_one(pool)
+        .await?;
+    Ok(n as u64)
+}
+
+/// `sql` on the admin database. Only for CREATE/DROP DATABASE, whose names cannot be bound parameters;
+/// the names are made here from hex digits.
+async fn execute_admin(admin: &PgConnectOptions, sql: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect_with(admin)
+        .await
+        .context("cannot connect to postgresql")?;
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Peak resident memory of this process (`VmHWM`), in KiB.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.5), 50.0);
+        assert_eq!(percentile(&values, 0.99), 99.0);
+        assert_eq!(percentile(&[3.0], 0.99), 3.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn reads_peak_rss() {
+        assert!(peak_rss_kb().unwrap() > 0);
+    }
+}

@@ -1,0 +1,414 @@
+//! Configuration: `userpipe.toml`, then environment overrides, parsed once at start into checked types.
+//! Every key and its environment variable is listed in README.md; keep the two in step.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The configuration file read when neither `--config` nor `USERPIPE_CONFIG` names one.
+pub const DEFAULT_FILE: &str = "userpipe.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub database: DatabaseConfig,
+    pub fetch: FetchConfig,
+    pub stages: StagesConfig,
+    pub sink: SinkConfig,
+}
+
+/// Where the broker is and how userpipe's topics and consumer groups are made.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated (`USERPIPE_KAFKA_BROKERS`).
+    pub brokers: String,
+    /// Consumer groups are `<group_prefix>-<role>`, e.g. `userpipe-sink`.
+    pub group_prefix: String,
+    /// Partitions of each topic userpipe creates.
+    pub partitions: i32,
+    /// Replication factor of each topic userpipe creates.
+    pub replication_factor: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:19092".into(),
+            group_prefix: "userpipe".into(),
+            partitions: 3,
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Topic names; the defaults are the old scripts' names.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Fetched users (`get_data.py`'s topic).
+    pub users: String,
+    /// Users with stage 1's `timestamp`.
+    pub timestamped: String,
+    /// Users with stage 2's major and hobby; the sink reads it.
+    pub enriched: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            users: "users_info".into(),
+            timestamped: "enriched_users_info_timestamp".into(),
+            enriched: "enriched_users_info_randomtopics".into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Every topic with the given prefix put in front (benchmarks and tests use private topics).
+    pub fn prefixed(&self, prefix: &str) -> Self {
+        Self {
+            users: format!("{prefix}{}", self.users),
+            timestamped: format!("{prefix}{}", self.timestamped),
+            enriched: format!("{prefix}{}", self.enriched),
+        }
+    }
+}
+
+/// The dead-letter topic of an input topic.
+pub fn dead_letter_topic(input: &str) -> String {
+    format!("{input}.dlq")
+}
+
+/// The PostgreSQL database the sink writes into.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/db` (`DATABASE_URL`); the password is never printed.
+    pub url: Secret,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret("postgres://postgres@127.0.0.1:55432/postgres".into()),
+            max_connections: 8,
+        }
+    }
+}
+
+/// How `fetch` gets users.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// `https://randomuser.me/api/`, another URL speaking its JSON, or `generator` for the built-in
+    /// offline generator (`USERPIPE_SOURCE`).
+    pub source: String,
+    /// Seed of the generator, for repeatable runs; none means a fresh seed each run.
+    pub seed: Option<u64>,
+    /// Timeout of one HTTP request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts at one page before the run fails (HTTP 429, 5xx, timeouts and connection errors are retried).
+    pub max_attempts: u32,
+    /// First wait between attempts; doubled each time, capped by `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Longest wait between attempts, also the cap on a server's `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long a fetch run waits for Kafka to acknowledge what it published before it fails.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            source: "https://randomuser.me/api/".into(),
+            seed: None,
+            timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            publish_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The two enrichment stages.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagesConfig {
+    /// Most messages handled as one batch (one wait for the produce acknowledgements).
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill once its first message is in.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Larger payloads are dead-lettered as oversized.
+    pub max_message_bytes: usize,
+}
+
+impl Default for StagesConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 2000,
+            linger: Duration::from_millis(20),
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The PostgreSQL sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Most rows written in one transaction.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill once its first message is in.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 4000,
+            linger: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A value that never prints: `Debug` and `Display` show `[redacted]`; `expose` gives the text.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and `config show`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Cannot fail: a URL with a password has a host.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "[unparseable url]".into(),
+    }
+}
+
+/// Environment variables that override keys of the file, in the order they are applied.
+pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("USERPIPE_KAFKA_BROKERS", "kafka.brokers"),
+    ("DATABASE_URL", "database.url"),
+    ("USERPIPE_SOURCE", "fetch.source"),
+    ("USERPIPE_GROUP_PREFIX", "kafka.group_prefix"),
+];
+
+impl Config {
+    /// Reads the configuration: the file named by `path`, else `USERPIPE_CONFIG`, else `userpipe.toml` when
+    /// it exists, else the defaults; then the environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let explicit = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("USERPIPE_CONFIG").map(PathBuf::from));
+        let mut config = match explicit {
+            Some(path) => Self::from_file(&path)?,
+            None if Path::new(DEFAULT_FILE).exists() => Self::from_file(Path::new(DEFAULT_FILE))?,
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses one file; an error names the file, the line and the key.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies the environment overrides, reading variables through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        for (name, key) in ENV_OVERRIDES {
+            let Some(value) = var(name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            match key {
+                "kafka.brokers" => self.kafka.brokers = value,
+                "database.url" => self.database.url = Secret(value),
+                "fetch.source" => self.fetch.source = value,
+                "kafka.group_prefix" => self.kafka.group_prefix = value,
+                other => bail!("no override for {other}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("kafka.partitions", self.kafka.partitions as i64),
+            (
+                "kafka.replication_factor",
+                self.kafka.replication_factor as i64,
+            ),
+            (
+                "database.max_connections",
+                self.database.max_connections as i64,
+            ),
+            ("fetch.max_attempts", self.fetch.max_attempts as i64),
+            ("stages.batch_size", self.stages.batch_size as i64),
+            (
+                "stages.max_message_bytes",
+                self.stages.max_message_bytes as i64,
+            ),
+            ("sink.batch_size", self.sink.batch_size as i64),
+        ];
+        for (key, value) in positive {
+            if value < 1 {
+                bail!("{key} must be 1 or more, not {value}");
+            }
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            bail!("kafka.brokers is empty");
+        }
+        if self.fetch.source != "generator" && url::Url::parse(&self.fetch.source).is_err() {
+            bail!(
+                "fetch.source must be `generator` or an http(s) url, not {:?}",
+                self.fetch.source
+            );
+        }
+        self.database
+            .url
+            .expose()
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "database.url is not a valid postgres url: {}",
+                    redact_url(self.database.url.expose())
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The configuration as TOML with secrets redacted, for `config show`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = Secret(redact_url(self.database.url.expose()));
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
+        assert_eq!(config.topics.users, "users_info");
+        assert_eq!(config.topics.enriched, "enriched_users_info_randomtopics");
+        assert_eq!(config.fetch.timeout, Duration::from_secs(10));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_shipped_file_states_the_defaults() {
+        let shipped = Config::parse(include_str!("../userpipe.toml")).unwrap();
+        assert_eq!(shipped.to_redacted_toml(), Config::default().to_redacted_toml());
+    }
+
+    #[test]
+    fn reads_durations_and_nested_keys() {
+        let config =
+            Config::parse("[fetch]\ntimeout = \"2s 500ms\"\nsource = \"generator\"\nseed = 7\n")
+                .unwrap();
+        assert_eq!(config.fetch.timeout, Duration::from_millis(2500));
+        assert_eq!(config.fetch.seed, Some(7));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let error = Config::parse("[kafka]\nbrokers = \"x:1\"\nbrokerz = \"y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("unknown field `brokerz`"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config = Config::parse("[kafka]\nbrokers = \"file:1\"\n").unwrap();
+        config
+            .apply_env(|name| match name {
+                "USERPIPE_KAFKA_BROKERS" => Some("env:2".into()),
+                "DATABASE_URL" => Some("postgres://u:hunter2@db:5432/x".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.kafka.brokers, "env:2");
+        assert_eq!(
+            config.database.url.expose(),
+            "postgres://u:hunter2@db:5432/x"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut config = Config::default();
+        config.database.url = Secret::new("postgres://u:hunter2@db:5432/x");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://u:***@db:5432/x"), "{shown}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let error = Config::parse("[sink]\nbatch_size = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "sink.batch_size must be 1 or more, not 0");
+        let error = Config::parse("[fetch]\nsource = \"randomuser\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("fetch.source must be"), "{error}");
+    }
+}

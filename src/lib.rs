@@ -1,0 +1,33 @@
+//! userpipe: an event-driven user-data pipeline on Apache Kafka and PostgreSQL, and the operations around it.
+//!
+//! # Layout
+//!
+//! - [`config`]: `userpipe.toml` and environment overrides, parsed once into checked types.
+//! - [`record`]: the user record's contract: randomuser.me result -> `users_info` value -> enriched -> row.
+//!   Pure.
+//! - [`kafka`]: client settings, topics, batched at-least-once consumption, delivery, dead letters; the
+//!   only module that names librdkafka settings.
+//! - [`fetch`]: one fetch run: randomuser.me (or the built-in generator) -> `users_info`.
+//! - [`stages`]: the `timestamp` and `tags` enrichment stages.
+//! - [`sink`]: enriched users -> PostgreSQL `random_users`, batched, idempotent.
+//! - [`db`]: the PostgreSQL connection pool.
+//! - [`app`]: `userpipe run`: starts the roles and stops them on one shutdown signal.
+//! - [`bench`]: `userpipe bench`: end-to-end throughput and latency against the running stack.
+//! - [`cli`]: the command line; `src/main.rs` only calls [`cli::main`].
+
+use std::time::Duration;
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod fetch;
+pub mod kafka;
+pub mod record;
+pub mod sink;
+pub mod stages;
+
+/// After a shutdown signal, how long in-flight batches may still complete before they are abandoned.
+/// Together with the final commit this keeps a stop well inside 10 seconds.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

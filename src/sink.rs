@@ -1,0 +1,275 @@
+//! The PostgreSQL sink: enriched users -> `random_users`, in batches, one transaction each, with an
+//! idempotent upsert on `id`; offsets are stored only after the transaction commits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rdkafka::Message;
+use rdkafka::producer::FutureProducer;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::config::{Config, TopicsConfig, dead_letter_topic};
+use crate::kafka::{self, Abandoned, BatchHandler, BatchSettings, Outbound, Received};
+use crate::record::{self, UserRow};
+
+/// The stage name on the sink's dead letters.
+const STAGE: &str = "sink";
+
+/// The schema, applied at start and by `userpipe db migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Applies the schema migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("cannot apply the database migrations")
+}
+
+/// Runs the sink until `shutdown`.
+pub async fn run(
+    config: &Config,
+    topics: &TopicsConfig,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let handler = Arc::new(SinkHandler {
+        pool,
+        producer: kafka::producer(&config.kafka.brokers)?,
+        dead_letters: dead_letter_topic(&topics.enriched),
+        max_message_bytes: config.stages.max_message_bytes,
+    });
+    let settings = BatchSettings {
+        max: config.sink.batch_size,
+        linger: config.sink.linger,
+        grace: crate::SHUTDOWN_GRACE,
+    };
+    let group = format!("{}-{STAGE}", config.kafka.group_prefix);
+    kafka::consume_batches(
+        &config.kafka.brokers,
+        &group,
+        &topics.enriched,
+        settings,
+        handler,
+        shutdown,
+    )
+    .await
+}
+
+struct SinkHandler {
+    pool: PgPool,
+    producer: FutureProducer,
+    dead_letters: String,
+    max_message_bytes: usize,
+}
+
+/// A prepared batch: rows to write with the message each came from, and dead letters.
+struct SinkWork {
+    rows: Vec<(UserRow, Received)>,
+    dead: Vec<Outbound>,
+}
+
+impl BatchHandler for SinkHandler {
+    type Work = SinkWork;
+
+    fn prepare(&self, batch: Vec<Received>) -> SinkWork {
+        let mut work = SinkWork {
+            rows: Vec::with_capacity(batch.len()),
+            dead: Vec::new(),
+        };
+        for message in batch {
+            let row = record::parse_object(message.payload(), self.max_message_bytes)
+                .and_then(|user| record::row_from(&user));
+            match row {
+                Ok(row) => work.rows.push((row, message)),
+                Err(error) => work
+                    .dead
+                    .push(self.dead_letter(&message, &error.to_string())),
+            }
+        }
+        work
+    }
+
+    async fn complete(
+        &self,
+        mut work: SinkWork,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match insert_rows(&self.pool, work.rows.iter().map(|(row, _)| row)).await {
+                Ok(inserted) => {
+                    debug!(message = "batch written", rows = work.rows.len(), inserted);
+                    break;
+                }
+                Err(error) if is_transient(&error) => {
+                    warn!(message = "cannot write batch, retrying", rows = work.rows.len(), %error, retry_in_ms = delay.as_millis() as u64);
+                    kafka::backoff(delay, abandon).await?;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => {
+                    // Some row is refused by the database itself: write them one by one to find it.
+                    warn!(message = "batch refused, writing its rows one by one", %error);
+                    work.dead
+                        .extend(self.write_one_by_one(&work.rows, abandon).await?);
+                    break;
+                }
+            }
+        }
+        kafka::deliver_all(&self.producer, &work.dead, abandon).await
+    }
+}
+
+impl SinkHandler {
+    fn dead_letter(&self, message: &Received, error: &str) -> Outbound {
+        warn!(
+            message = "dead-lettering a message",
+            stage = STAGE,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            error
+        );
+        Outbound::dead_letter(message, &self.dead_letters, STAGE, error)
+    }
+
+    /// Writes each row alone; returns the dead letters of the rows the database refuses.
+    async fn write_one_by_one(
+        &self,
+        rows: &[(UserRow, Received)],
+        abandon: &CancellationToken,
+    ) -> Result<Vec<Outbound>, Abandoned> {
+        let mut dead = Vec::new();
+        for (row, message) in rows {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match insert_rows(&self.pool, std::iter::once(row)).await {
+                    Ok(_) => break,
+                    Err(error) if is_transient(&error) => {
+                        kafka::backoff(delay, abandon).await?;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(error) => {
+                        dead.push(
+                            self.dead_letter(
+                                message,
+                                &format!("database refused the row: {error}"),
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(dead)
+    }
+}
+
+/// Inserts rows in one statement (one transaction); a user already there is left as it is.
+/// Returns how many rows were new.
+pub async fn insert_rows<'a>(
+    pool: &PgPool,
+    rows: impl Iterator<Item = &'a UserRow>,
+) -> Result<u64, sqlx::Error> {
+    let mut columns = Columns::default();
+    for row in rows {
+        columns.push(row);
+    }
+    let done = sqlx::query(
+        "INSERT INTO random_users (id, first_name, last_name, gender, address, post_code, email, username, \
+           dob, registered_date, phone, picture, majors, hobbies, enriched_at, fetch_run_id, ingested_at) \
+         SELECT u.*, clock_timestamp() FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+           $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], \
+           $13::text[], $14::text[], $15::timestamptz[], $16::uuid[]) AS u \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(columns.id)
+    .bind(columns.first_name)
+    .bind(columns.last_name)
+    .bind(columns.gender)
+    .bind(columns.address)
+    .bind(columns.post_code)
+    .bind(columns.email)
+    .bind(columns.username)
+    .bind(columns.dob)
+    .bind(columns.registered_date)
+    .bind(columns.phone)
+    .bind(columns.picture)
+    .bind(columns.majors)
+    .bind(columns.hobbies)
+    .bind(columns.enriched_at)
+    .bind(columns.fetch_run_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Rows turned into columns, one array parameter each.
+#[derive(Default)]
+struct Columns<'a> {
+    id: Vec<Uuid>,
+    first_name: Vec<&'a str>,
+    last_name: Vec<&'a str>,
+    gender: Vec<&'a str>,
+    address: Vec<&'a str>,
+    post_code: Vec<&'a str>,
+    email: Vec<&'a str>,
+    username: Vec<&'a str>,
+    dob: Vec<DateTime<Utc>>,
+    registered_date: Vec<DateTime<Utc>>,
+    phone: Vec<&'a str>,
+    picture: Vec<&'a str>,
+    majors: Vec<&'a str>,
+    hobbies: Vec<&'a str>,
+    enriched_at: Vec<DateTime<Utc>>,
+    fetch_run_id: Vec<Option<Uuid>>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, row: &'a UserRow) {
+        self.id.push(row.id);
+        self.first_name.push(&row.first_name);
+        self.last_name.push(&row.last_name);
+        self.gender.push(&row.gender);
+        self.address.push(&row.address);
+        self.post_code.push(&row.post_code);
+        self.email.push(&row.email);
+        self.username.push(&row.username);
+        self.dob.push(row.dob);
+        self.registered_date.push(row.registered_date);
+        self.phone.push(&row.phone);
+        self.picture.push(&row.picture);
+        self.majors.push(&row.majors);
+        self.hobbies.push(&row.hobbies);
+        self.enriched_at.push(row.enriched_at);
+        self.fetch_run_id.push(row.fetch_run_id);
+    }
+}
+
+/// A failure that may pass: the connection, the server going away, contention. Anything else is the
+/// data's fault and retrying the same rows cannot help.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception, 53: insufficient resources, 57: operator intervention (shutdown),
+            // 58: system error, 40: transaction rollback (serialization, deadlock), 55P03: lock not available.
+            ["08", "53", "57", "58", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "55P03"
+        }
+        _ => false,
+    }
+}

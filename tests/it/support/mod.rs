@@ -1,0 +1,190 @@
+//! Test helpers: a private topic prefix and consumer group per test, a fresh database per test, and
+//! waiting for conditions with a bound.
+
+pub mod cluster;
+pub mod randomuser;
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use userpipe::config::{Config, Secret};
+use uuid::Uuid;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the stack with `scripts/stack up` and `eval \"$(scripts/stack env)\"`")
+    })
+}
+
+/// A short random token that makes names unique to one test.
+pub fn unique(tag: &str) -> String {
+    let id = Uuid::new_v4().simple().to_string();
+    format!("{tag}_{}", &id[..12])
+}
+
+/// The stack's Kafka broker, with names private to one test.
+pub struct TestKafka {
+    pub brokers: String,
+    prefix: String,
+}
+
+impl TestKafka {
+    pub fn new() -> Self {
+        Self {
+            brokers: required_env("USERPIPE_KAFKA_BROKERS"),
+            prefix: unique("t"),
+        }
+    }
+
+    /// A topic name private to this test.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    /// A consumer group private to this test.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+}
+
+/// A freshly created database on the stack's cluster, dropped when the value is dropped.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub name: String,
+    admin: PgConnectOptions,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin: PgConnectOptions = required_env("DATABASE_URL")
+            .parse()
+            .expect("DATABASE_URL is a valid postgres url");
+        let name = unique("test");
+        let mut conn = PgConnection::connect_with(&admin)
+            .await
+            .expect("connect to the stack's postgresql");
+        // An identifier cannot be a bound parameter; `name` is made here from hex digits only.
+        sqlx::raw_sql(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        conn.close().await.ok();
+        let pool = userpipe::db::connect_with(admin.clone().database(&name), 4)
+            .await
+            .expect("connect to the test database");
+        Self { pool, name, admin }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build a runtime to drop the test database");
+            runtime.block_on(async move {
+                let mut conn = PgConnection::connect_with(&admin).await?;
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A userpipe configuration pointing at the stack, with topics, consumer groups and database private
+/// to one test.
+pub fn config_for(kafka: &TestKafka, database_url: &str) -> Config {
+    let mut config = Config::default();
+    config.kafka.brokers = kafka.brokers.clone();
+    config.kafka.group_prefix = kafka.group("userpipe");
+    config.topics = config.topics.prefixed(&kafka.topic(""));
+    config.database.url = Secret::new(database_url);
+    config.fetch.source = "generator".into();
+    config
+}
+
+impl TestDb {
+    /// The URL of this test's database.
+    pub fn url(&self) -> String {
+        let mut url =
+            url::Url::parse(&required_env("DATABASE_URL")).expect("DATABASE_URL is a url");
+        url.set_path(&self.name);
+        url.to_string()
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads `topic` from the beginning until `n` messages have come, within `timeout`.
+pub async fn consume(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = userpipe::kafka::base_config(brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create a reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut messages = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while messages.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Err(error)) => panic!("reading {topic}: {error}"),
+            Err(_) => panic!(
+                "timed out after {timeout:?} reading {topic}: {} of {n} messages",
+                messages.len()
+            ),
+        }
+    }
+    messages
+}
+
+/// The number of rows in `random_users`.
+pub async fn row_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM random_users")
+        .fetch_one(pool)
+        .await
+        .expect("count rows")
+}
+
+/// The value of header `name` of `message`, as text.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
