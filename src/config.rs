@@ -348,7 +348,10 @@ mod tests {
     #[test]
     fn the_shipped_file_states_the_defaults() {
         let shipped = Config::parse(include_str!("../userpipe.toml")).unwrap();
-        assert_eq!(shipped.to_redacted_toml(), Config::default().to_redacted_toml());
+        assert_eq!(
+            shipped.to_redacted_toml(),
+            Config::default().to_redacted_toml()
+        );
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.wait.max.ms", "50")
+        // Bound the prefetch buffer (librdkafka's default is 64 MB per consumer): memory stays small.
+        .set("queued.max.messages.kbytes", "8192")
         .create()
         .with_context(|| format!("cannot create a kafka consumer for {brokers}"))
 }

@@ -189,12 +189,14 @@ pub fn check_user(user: &Object) -> Result<Uuid, RecordError> {
     Ok(id)
 }
 
+/// Stage 1's `timestamp` text for `now`. Made once per batch: formatting is not free.
+pub fn timestamp_text(now: DateTime<Utc>) -> String {
+    now.format(TIMESTAMP_FORMAT).to_string()
+}
+
 /// Stage 1: adds `timestamp` (replacing one already there, as the old consumer did).
-pub fn add_timestamp(user: &mut Object, now: DateTime<Utc>) {
-    user.insert(
-        "timestamp".into(),
-        Value::String(now.format(TIMESTAMP_FORMAT).to_string()),
-    );
+pub fn add_timestamp(user: &mut Object, stamp: &str) {
+    user.insert("timestamp".into(), Value::String(stamp.to_owned()));
 }
 
 /// The major and hobby of a user: uniform over the lists, and a function of the id alone, so a replay
@@ -360,7 +362,10 @@ mod tests {
         let id = Uuid::parse_str("5b1e3c2a-9f0d-4e6b-8a7c-1d2e3f405162").unwrap();
         let mut user =
             user_from_randomuser(&randomuser_result(json!("LS1 4AB")), id, None).unwrap();
-        add_timestamp(&mut user, "2024-05-06T07:08:09Z".parse().unwrap());
+        add_timestamp(
+            &mut user,
+            &timestamp_text("2024-05-06T07:08:09Z".parse().unwrap()),
+        );
         add_tags(&mut user, id);
         user
     }
@@ -483,7 +488,10 @@ mod tests {
     #[test]
     fn timestamp_has_the_old_consumers_format() {
         let mut user = Object::new();
-        add_timestamp(&mut user, "2024-05-06T07:08:09.999Z".parse().unwrap());
+        add_timestamp(
+            &mut user,
+            &timestamp_text("2024-05-06T07:08:09.999Z".parse().unwrap()),
+        );
         assert_eq!(user["timestamp"], json!("2024-05-06 07:08:09"));
     }
 

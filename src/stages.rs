@@ -45,15 +45,17 @@ impl Stage {
     }
 
     /// The transform of one payload: the output record's key (the user id) and value, or why it is poison.
+    /// `stamp` is the batch's `timestamp` text.
     pub fn transform(
         self,
         payload: Option<&[u8]>,
         limit: usize,
+        stamp: &str,
     ) -> Result<(String, Vec<u8>), RecordError> {
         let mut user = record::parse_object(payload, limit)?;
         let id = record::check_user(&user)?;
         match self {
-            Stage::Timestamp => record::add_timestamp(&mut user, Utc::now()),
+            Stage::Timestamp => record::add_timestamp(&mut user, stamp),
             Stage::Tags => record::add_tags(&mut user, id),
         }
         // Serializing a map of JSON values cannot fail.
@@ -105,12 +107,13 @@ impl BatchHandler for StageHandler {
     type Work = Vec<Outbound>;
 
     fn prepare(&self, batch: Vec<Received>) -> Vec<Outbound> {
+        let stamp = record::timestamp_text(Utc::now());
         batch
             .iter()
             .map(|message| {
                 match self
                     .stage
-                    .transform(message.payload(), self.max_message_bytes)
+                    .transform(message.payload(), self.max_message_bytes, &stamp)
                 {
                     Ok((key, payload)) => Outbound {
                         topic: self.output.clone(),
@@ -166,11 +169,15 @@ mod tests {
     #[test]
     fn timestamp_then_tags_keys_by_id_and_keeps_extra_fields() {
         let input = serde_json::to_vec(&user()).unwrap();
-        let (key, stamped) = Stage::Timestamp.transform(Some(&input), 1 << 16).unwrap();
+        let (key, stamped) = Stage::Timestamp
+            .transform(Some(&input), 1 << 16, "2024-01-02 03:04:05")
+            .unwrap();
         assert_eq!(key, "5b1e3c2a-9f0d-4e6b-8a7c-1d2e3f405162");
-        let (_, tagged) = Stage::Tags.transform(Some(&stamped), 1 << 16).unwrap();
+        let (_, tagged) = Stage::Tags
+            .transform(Some(&stamped), 1 << 16, "unused")
+            .unwrap();
         let tagged: Value = serde_json::from_slice(&tagged).unwrap();
-        assert!(tagged["timestamp"].is_string());
+        assert_eq!(tagged["timestamp"], "2024-01-02 03:04:05");
         assert!(tagged["random_majors"].is_string() && tagged["random_hobbies"].is_string());
         assert_eq!(tagged["extra"], json!({"kept": true}));
     }
@@ -179,7 +186,7 @@ mod tests {
     fn poison_is_refused_with_its_reason() {
         let check = |payload: &[u8], expected: &str| {
             let error = Stage::Timestamp
-                .transform(Some(payload), 1 << 10)
+                .transform(Some(payload), 1 << 10, "2024-01-02 03:04:05")
                 .unwrap_err()
                 .to_string();
             assert!(
