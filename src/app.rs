@@ -1,4 +1,5 @@
-//! `userpipe run`: starts the chosen roles (the two stages and the sink) and stops them on one signal.
+//! `userpipe run`: starts the chosen roles (the two stages, the sink, the scheduler) and stops them on one
+//! signal.
 
 use std::str::FromStr;
 
@@ -19,17 +20,25 @@ pub enum Role {
     Timestamp,
     Tags,
     Sink,
+    Scheduler,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Timestamp, Role::Tags, Role::Sink];
+    pub const ALL: [Role; 4] = [Role::Timestamp, Role::Tags, Role::Sink, Role::Scheduler];
+    /// The pipeline without the scheduler.
+    pub const PIPELINE: [Role; 3] = [Role::Timestamp, Role::Tags, Role::Sink];
 
     pub fn name(self) -> &'static str {
         match self {
             Role::Timestamp => "timestamp",
             Role::Tags => "tags",
             Role::Sink => "sink",
+            Role::Scheduler => "scheduler",
         }
+    }
+
+    fn needs_database(self) -> bool {
+        matches!(self, Role::Sink | Role::Scheduler)
     }
 }
 
@@ -41,7 +50,10 @@ impl FromStr for Role {
             "timestamp" => Ok(Role::Timestamp),
             "tags" => Ok(Role::Tags),
             "sink" => Ok(Role::Sink),
-            other => bail!("unknown role {other:?}: the roles are timestamp, tags and sink"),
+            "scheduler" => Ok(Role::Scheduler),
+            other => {
+                bail!("unknown role {other:?}: the roles are timestamp, tags, sink and scheduler")
+            }
         }
     }
 }
@@ -62,7 +74,8 @@ pub fn topic_specs(config: &Config, topics: &TopicsConfig) -> Vec<TopicSpec> {
     specs
 }
 
-/// Creates the topics and, when the sink runs, the schema; then runs `roles` until `shutdown`.
+/// Creates the topics, then runs `roles` until `shutdown`. The database pool connects lazily: roles that
+/// need it wait for it (and for the schema), the others run while PostgreSQL is down.
 pub async fn run(
     config: &Config,
     topics: &TopicsConfig,
@@ -70,14 +83,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     kafka::ensure_topics(&config.kafka.brokers, &topic_specs(config, topics)).await?;
-    let pool = if roles.contains(&Role::Sink) {
-        let pool = db::connect(
+    let pool = if roles.iter().any(|r| r.needs_database()) {
+        Some(db::lazy_pool(
             config.database.url.expose(),
             config.database.max_connections,
-        )
-        .await?;
-        sink::migrate(&pool).await?;
-        Some(pool)
+        )?)
     } else {
         None
     };
@@ -106,6 +116,7 @@ pub async fn run_roles(
                     let pool = pool.context("the sink needs a database pool")?;
                     sink::run(&config, &topics, pool, shutdown).await
                 }
+                Role::Scheduler => crate::scheduler::serve(&config, pool, shutdown).await,
             };
             result.with_context(|| format!("role {} failed", role.name()))
         });

@@ -17,7 +17,7 @@ use crate::app::{self, Role};
 use crate::config::Config;
 use crate::fetch::generator::Generator;
 use crate::kafka::{self, Outbound};
-use crate::{db, record, sink};
+use crate::{db, record};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
             config.database.max_connections,
         )
         .await?;
-        sink::migrate(&pool).await?;
+        db::migrate(&pool).await?;
         let specs = app::topic_specs(&config, &topics);
         kafka::ensure_topics(&config.kafka.brokers, &specs).await?;
         let shutdown = CancellationToken::new();
@@ -87,7 +87,7 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
                 shutdown.clone(),
             );
             tokio::spawn(async move {
-                app::run_roles(&config, &topics, &Role::ALL, Some(pool), shutdown).await
+                app::run_roles(&config, &topics, &Role::PIPELINE, Some(pool), shutdown).await
             })
         };
         let report = measure(&config, &topics.users, &pool, options).await;

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::app::{self, Role};
 use crate::bench::{self, BenchOptions};
 use crate::config::Config;
-use crate::{db, fetch, sink};
+use crate::journal::{self, Journal, RunRecord, Status, Trigger};
+use crate::{db, fetch, scheduler};
 
 /// userpipe: the user-data pipeline on Kafka and PostgreSQL, and its operations.
 #[derive(Debug, Parser)]
@@ -79,6 +80,60 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Schedule files
+    Schedules {
+        #[command(subcommand)]
+        command: SchedulesCommand,
+    },
+    /// Job runs: list the recent ones (default), show one, or run a schedule now
+    #[command(args_conflicts_with_subcommands = true)]
+    Jobs {
+        #[command(subcommand)]
+        command: Option<JobsCommand>,
+        #[command(flatten)]
+        list: JobsList,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulesCommand {
+    /// Check every schedule file and show each one's next three fire times; exit 1 if any is invalid
+    Check {
+        /// The schedule folder [default: scheduler.dir]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct JobsList {
+    /// Only this schedule
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Only this status: running, succeeded, failed, timed_out, skipped, abandoned
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs started since then: a duration back from now (`2h`, `3d`) or an RFC 3339 time
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// JSON lines instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Every attempt of one run
+    Show {
+        run_id: Uuid,
+        /// JSON lines instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a schedule now (trigger `manual`), under the same overlap guard as scheduled runs
+    Run { schedule: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,7 +193,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             config.validate()?;
             kafka_topics(&config).await?;
-            let report = fetch::run(&config, &config.topics, count, Uuid::new_v4()).await?;
+            let producer = crate::kafka::producer(&config.kafka.brokers)?;
+            let report = fetch::run(&config, &producer, count, Uuid::new_v4()).await?;
             println!(
                 "published {} of {} users to {} (skipped {}, run {})",
                 report.published,
@@ -152,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: DbCommand::Migrate,
         } => {
             let pool = db::connect(config.database.url.expose(), 1).await?;
-            sink::migrate(&pool).await?;
+            db::migrate(&pool).await?;
             println!("migrations applied");
         }
         Command::Bench { users, rate } => {
@@ -162,8 +218,212 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Show,
         } => print!("{}", config.to_redacted_toml()),
+        Command::Schedules {
+            command: SchedulesCommand::Check { dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| config.scheduler.dir.clone());
+            return check_schedules(&dir);
+        }
+        Command::Jobs {
+            command: None,
+            list,
+        } => list_jobs(&config, &list).await?,
+        Command::Jobs {
+            command: Some(JobsCommand::Show { run_id, json }),
+            ..
+        } => {
+            let pool = db::connect(config.database.url.expose(), 1).await?;
+            let records = journal::show(&pool, run_id).await?;
+            if records.is_empty() {
+                anyhow::bail!("no job run {run_id}");
+            }
+            for record in &records {
+                if json {
+                    println!("{}", serde_json::to_string(record)?);
+                } else {
+                    print!("{}", describe_run(record));
+                }
+            }
+        }
+        Command::Jobs {
+            command: Some(JobsCommand::Run { schedule }),
+            ..
+        } => return run_now(&config, &schedule).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_schedules(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let loaded = scheduler::load_dir(dir)?;
+    let now = chrono::Utc::now();
+    for (schedule, _) in &loaded.schedules {
+        let state = if schedule.enabled { "" } else { " (disabled)" };
+        println!(
+            "{}: {} at `{}` in {}{state}",
+            schedule.name,
+            schedule.job.kind(),
+            schedule.cron_text,
+            schedule.timezone
+        );
+        for fire in schedule.next_fires(now, 3) {
+            println!("    {}", fire.format("%a %Y-%m-%d %H:%M:%S %Z"));
+        }
+    }
+    for error in &loaded.errors {
+        eprintln!("error: {error}");
+    }
+    println!(
+        "{} valid, {} invalid schedule file(s) in {}",
+        loaded.schedules.len(),
+        loaded.errors.len(),
+        dir.display()
+    );
+    Ok(if loaded.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn list_jobs(config: &Config, list: &JobsList) -> anyhow::Result<()> {
+    let since = match &list.since {
+        None => None,
+        Some(text) => Some(parse_since(text, chrono::Utc::now())?),
+    };
+    let filter = journal::RunFilter {
+        schedule: list.schedule.clone(),
+        status: list.status.clone(),
+        since,
+        limit: list.limit,
+    };
+    let pool = db::connect(config.database.url.expose(), 1).await?;
+    let records = journal::list(&pool, &filter).await?;
+    if list.json {
+        for record in &records {
+            println!("{}", serde_json::to_string(record)?);
+        }
+    } else {
+        print!("{}", runs_table(&records));
+    }
+    Ok(())
+}
+
+/// `--since`: a duration back from `now`, or an RFC 3339 time.
+fn parse_since(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(duration) = humantime::parse_duration(text) {
+        return Ok(now - chrono::Duration::from_std(duration)?);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .with_context(|| {
+            format!("--since {text:?} is neither a duration (2h, 3d) nor an RFC 3339 time")
+        })
+}
+
+/// Run attempts as an aligned table, one line each.
+fn runs_table(records: &[RunRecord]) -> String {
+    let mut rows = vec![[
+        "STARTED".to_owned(),
+        "SCHEDULE".into(),
+        "JOB".into(),
+        "TRIGGER".into(),
+        "TRY".into(),
+        "STATUS".into(),
+        "DURATION".into(),
+        "RUN ID".into(),
+        "NOTE".into(),
+    ]];
+    for r in records {
+        let note = r
+            .error
+            .as_deref()
+            .or(r.reason.as_deref())
+            .map(str::to_owned)
+            .unwrap_or_else(|| r.detail.as_ref().map(|d| d.to_string()).unwrap_or_default());
+        rows.push([
+            r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.schedule.clone(),
+            r.job.clone(),
+            r.trigger.clone(),
+            r.attempt.to_string(),
+            r.status.clone(),
+            r.duration_ms
+                .map(|ms| format!("{ms}ms"))
+                .unwrap_or_else(|| "-".into()),
+            r.run_id.to_string(),
+            note.chars().take(80).collect(),
+        ]);
+    }
+    let mut widths = [0; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn describe_run(r: &RunRecord) -> String {
+    let mut text = format!(
+        "run {} attempt {}\n  schedule  {}\n  job       {}\n  trigger   {}\n  status    {}\n  started   {}\n",
+        r.run_id,
+        r.attempt,
+        r.schedule,
+        r.job,
+        r.trigger,
+        r.status,
+        r.started_at.to_rfc3339()
+    );
+    let optional = [
+        ("scheduled", r.scheduled_for.map(|t| t.to_rfc3339())),
+        ("finished", r.finished_at.map(|t| t.to_rfc3339())),
+        ("duration", r.duration_ms.map(|ms| format!("{ms} ms"))),
+        ("reason", r.reason.clone()),
+        ("error", r.error.clone()),
+        ("detail", r.detail.as_ref().map(|d| d.to_string())),
+        ("instance", Some(r.instance.clone())),
+    ];
+    for (label, value) in optional {
+        if let Some(value) = value {
+            text.push_str(&format!("  {label:<9} {value}\n"));
+        }
+    }
+    text
+}
+
+/// `jobs run`: one run of a schedule in this process, recorded like any other; exit 0 when it succeeded.
+async fn run_now(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
+    let path = config.scheduler.dir.join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no schedule {name}: cannot read {}", path.display()))?;
+    let schedule = scheduler::schedule::parse(&path, &text)?;
+    let pool = db::lazy_pool(config.database.url.expose(), 2)?;
+    let shutdown = CancellationToken::new();
+    let (journal, writer) = Journal::start(Some(pool.clone()), shutdown.clone());
+    let runner = scheduler::Runner::new(config.clone(), Some(pool), journal)?;
+    let status = runner.fire(&schedule, Trigger::Manual, None).await;
+    drop(runner);
+    shutdown.cancel();
+    if let Some(writer) = writer {
+        writer.await.context("the journal writer panicked")?;
+    }
+    Ok(match status {
+        Some(Status::Succeeded) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
 }
 
 async fn kafka_topics(config: &Config) -> anyhow::Result<()> {
@@ -180,7 +440,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

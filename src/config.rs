@@ -21,6 +21,23 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub stages: StagesConfig,
     pub sink: SinkConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+/// The in-process scheduler.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// The folder of schedule files, one `<name>.toml` each (`USERPIPE_SCHEDULES`).
+    pub dir: PathBuf,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("schedules"),
+        }
+    }
 }
 
 /// Where the broker is and how userpipe's topics and consumer groups are made.
@@ -223,11 +240,12 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Environment variables that override keys of the file, in the order they are applied.
-pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+pub const ENV_OVERRIDES: [(&str, &str); 5] = [
     ("USERPIPE_KAFKA_BROKERS", "kafka.brokers"),
     ("DATABASE_URL", "database.url"),
     ("USERPIPE_SOURCE", "fetch.source"),
     ("USERPIPE_GROUP_PREFIX", "kafka.group_prefix"),
+    ("USERPIPE_SCHEDULES", "scheduler.dir"),
 ];
 
 impl Config {
@@ -270,6 +288,7 @@ impl Config {
                 "database.url" => self.database.url = Secret(value),
                 "fetch.source" => self.fetch.source = value,
                 "kafka.group_prefix" => self.kafka.group_prefix = value,
+                "scheduler.dir" => self.scheduler.dir = PathBuf::from(value),
                 other => bail!("no override for {other}"),
             }
         }

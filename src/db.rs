@@ -1,10 +1,12 @@
-//! PostgreSQL connection pool.
+//! PostgreSQL: the connection pool, the schema migrations, and which errors are worth a retry.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// Opens a pool to `url`. The URL may hold a password, so it never appears in an error.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
@@ -12,6 +14,54 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .parse()
         .context("the database url is not a valid postgres url")?;
     connect_with(options, max_connections).await
+}
+
+/// A pool that connects when first used, so a process can start, and serve what does not need the
+/// database, while PostgreSQL is down.
+pub fn lazy_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .context("the database url is not a valid postgres url")?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
+/// Applies the schema migrations, retrying while PostgreSQL is unreachable, until done or `shutdown`.
+/// Returns `Ok(false)` when shut down first.
+pub async fn migrate_when_reachable(
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(true),
+            Err(sqlx::migrate::MigrateError::Execute(e)) if is_transient(&e) => {
+                warn!(message = "cannot reach postgresql to apply migrations, retrying", error = %e, retry_in_ms = delay.as_millis() as u64);
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("cannot apply the database migrations"));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The schema, embedded from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Applies the schema migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("cannot apply the database migrations")
 }
 
 /// Opens a pool with already parsed options.
@@ -27,4 +77,27 @@ pub async fn connect_with(
         .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to postgresql at {host}:{port}"))
+}
+
+/// A failure that may pass: the connection, the server going away, contention. Anything else is the
+/// data's fault and retrying the same rows cannot help.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception, 53: insufficient resources, 57: operator intervention (shutdown),
+            // 58: system error, 40: transaction rollback (serialization, deadlock), 55P03: lock not available.
+            ["08", "53", "57", "58", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "55P03"
+        }
+        _ => false,
+    }
 }

@@ -11,6 +11,8 @@
 //! - [`stages`]: the `timestamp` and `tags` enrichment stages.
 //! - [`sink`]: enriched users -> PostgreSQL `random_users`, batched, idempotent.
 //! - [`db`]: the PostgreSQL connection pool.
+//! - [`scheduler`]: schedule files (hot reloaded), firings, runs with overlap control, timeouts, retries.
+//! - [`journal`]: every job run's record, in the log and in PostgreSQL `job_runs`.
 //! - [`app`]: `userpipe run`: starts the roles and stops them on one shutdown signal.
 //! - [`bench`]: `userpipe bench`: end-to-end throughput and latency against the running stack.
 //! - [`cli`]: the command line; `src/main.rs` only calls [`cli::main`].
@@ -23,8 +25,10 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod fetch;
+pub mod journal;
 pub mod kafka;
 pub mod record;
+pub mod scheduler;
 pub mod sink;
 pub mod stages;
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use rdkafka::producer::FutureProducer;
@@ -14,22 +13,12 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::config::{Config, TopicsConfig, dead_letter_topic};
+use crate::db;
 use crate::kafka::{self, Abandoned, BatchHandler, BatchSettings, Outbound, Received};
 use crate::record::{self, UserRow};
 
 /// The stage name on the sink's dead letters.
 const STAGE: &str = "sink";
-
-/// The schema, applied at start and by `userpipe db migrate`.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Applies the schema migrations.
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("cannot apply the database migrations")
-}
 
 /// Runs the sink until `shutdown`.
 pub async fn run(
@@ -49,6 +38,9 @@ pub async fn run(
         linger: config.sink.linger,
         grace: crate::SHUTDOWN_GRACE,
     };
+    if !db::migrate_when_reachable(&handler.pool, &shutdown).await? {
+        return Ok(());
+    }
     let group = format!("{}-{STAGE}", config.kafka.group_prefix);
     kafka::consume_batches(
         &config.kafka.brokers,
@@ -107,7 +99,7 @@ impl BatchHandler for SinkHandler {
                     debug!(message = "batch written", rows = work.rows.len(), inserted);
                     break;
                 }
-                Err(error) if is_transient(&error) => {
+                Err(error) if db::is_transient(&error) => {
                     warn!(message = "cannot write batch, retrying", rows = work.rows.len(), %error, retry_in_ms = delay.as_millis() as u64);
                     kafka::backoff(delay, abandon).await?;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -150,7 +142,7 @@ impl SinkHandler {
             loop {
                 match insert_rows(&self.pool, std::iter::once(row)).await {
                     Ok(_) => break,
-                    Err(error) if is_transient(&error) => {
+                    Err(error) if db::is_transient(&error) => {
                         kafka::backoff(delay, abandon).await?;
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
@@ -248,28 +240,5 @@ impl<'a> Columns<'a> {
         self.hobbies.push(&row.hobbies);
         self.enriched_at.push(row.enriched_at);
         self.fetch_run_id.push(row.fetch_run_id);
-    }
-}
-
-/// A failure that may pass: the connection, the server going away, contention. Anything else is the
-/// data's fault and retrying the same rows cannot help.
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // 08: connection exception, 53: insufficient resources, 57: operator intervention (shutdown),
-            // 58: system error, 40: transaction rollback (serialization, deadlock), 55P03: lock not available.
-            ["08", "53", "57", "58", "40"]
-                .iter()
-                .any(|class| code.starts_with(class))
-                || code == "55P03"
-        }
-        _ => false,
     }
 }

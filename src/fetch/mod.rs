@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::config::{Config, TopicsConfig};
+use rdkafka::producer::FutureProducer;
+
+use crate::config::Config;
 use crate::kafka::{self, Outbound};
 use crate::record;
 
@@ -28,13 +30,14 @@ pub struct FetchReport {
     pub skipped: usize,
 }
 
-/// Fetches `count` users from the configured source and publishes them to the users topic.
+/// Fetches `count` users from the configured source and publishes them to the users topic with `producer`.
 pub async fn run(
     config: &Config,
-    topics: &TopicsConfig,
+    producer: &FutureProducer,
     count: usize,
     run_id: Uuid,
 ) -> anyhow::Result<FetchReport> {
+    let topics = &config.topics;
     if !(1..=MAX_RESULTS).contains(&count) {
         bail!("results must be between 1 and {MAX_RESULTS}, not {count}");
     }
@@ -57,7 +60,7 @@ pub async fn run(
             }
         }
     }
-    publish(config, &records).await?;
+    publish(config, producer, &records).await?;
     let report = FetchReport {
         run_id,
         requested: count,
@@ -84,8 +87,11 @@ async fn fetch_results(config: &Config, count: usize) -> anyhow::Result<Vec<Valu
 }
 
 /// Publishes `records` and waits for every acknowledgement, up to `fetch.publish_timeout`.
-pub async fn publish(config: &Config, records: &[Outbound]) -> anyhow::Result<()> {
-    let producer = kafka::producer(&config.kafka.brokers)?;
+pub async fn publish(
+    config: &Config,
+    producer: &FutureProducer,
+    records: &[Outbound],
+) -> anyhow::Result<()> {
     let deadline = CancellationToken::new();
     let timer = {
         let deadline = deadline.clone();
@@ -95,7 +101,7 @@ pub async fn publish(config: &Config, records: &[Outbound]) -> anyhow::Result<()
             deadline.cancel();
         })
     };
-    let delivered = kafka::deliver_all(&producer, records, &deadline).await;
+    let delivered = kafka::deliver_all(producer, records, &deadline).await;
     timer.abort();
     if delivered.is_err() {
         bail!(

@@ -34,7 +34,8 @@ async fn fetch_with(
     )
     .await
     .expect("create topics");
-    fetch::run(&config, &config.topics, 2, Uuid::new_v4()).await
+    let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
+    fetch::run(&config, &producer, 2, Uuid::new_v4()).await
 }
 
 #[tokio::test]
@@ -236,8 +237,9 @@ async fn results_out_of_range_are_refused() {
     let kafka = TestKafka::new();
     let server = FakeRandomUser::start(vec![Reply::json(200, fixture_page())]).await;
     let config = config(&kafka, &server);
+    let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
     for count in [0, 5001] {
-        let error = fetch::run(&config, &config.topics, count, Uuid::new_v4())
+        let error = fetch::run(&config, &producer, count, Uuid::new_v4())
             .await
             .expect_err("refused");
         assert_eq!(

@@ -3,5 +3,6 @@
 
 mod fetch;
 mod pipeline;
+mod scheduler;
 mod smoke;
 mod support;

@@ -20,7 +20,10 @@ use userpipe::record::{self, Object};
 use uuid::Uuid;
 
 use crate::support::cluster::TestCluster;
-use crate::support::{self, TestDb, TestKafka, config_for, consume, row_count, wait_for};
+use crate::support::{
+    self, TestDb, TestKafka, Userpipe, config_for, consume, lag_and_total, prepare, row_count,
+    wait_for,
+};
 
 /// `userpipe run` with every role, in this process.
 struct Pipeline {
@@ -51,17 +54,6 @@ impl Pipeline {
     }
 }
 
-/// Creates the topics and the schema, as `userpipe run` does at start.
-async fn prepare(config: &Config, pool: &PgPool) {
-    kafka::ensure_topics(
-        &config.kafka.brokers,
-        &app::topic_specs(config, &config.topics),
-    )
-    .await
-    .expect("create the topics");
-    userpipe::sink::migrate(pool).await.expect("migrate");
-}
-
 /// `n` users as `fetch` would publish them, from a seeded generator.
 fn generated_users(n: usize, seed: u64, run: Option<Uuid>) -> Vec<Object> {
     let mut generator = Generator::new(Some(seed));
@@ -83,12 +75,13 @@ fn outbound(topic: &str, user: &Object) -> Outbound {
 }
 
 async fn publish_users(config: &Config, users: &[Object]) {
+    let producer = kafka::producer(&config.kafka.brokers).unwrap();
     for chunk in users.chunks(5000) {
         let records: Vec<Outbound> = chunk
             .iter()
             .map(|u| outbound(&config.topics.users, u))
             .collect();
-        userpipe::fetch::publish(config, &records)
+        userpipe::fetch::publish(config, &producer, &records)
             .await
             .expect("publish");
     }
@@ -185,37 +178,6 @@ async fn reset_group(brokers: &str, group: &str, topic: &str, partitions: i32) {
     consumer
         .commit(&list, CommitMode::Sync)
         .expect("commit the reset");
-}
-
-/// Messages in `group` not yet committed on `topic`, and the messages in `topic`.
-fn lag_and_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> (i64, i64) {
-    let consumer: StreamConsumer = kafka::base_config(brokers)
-        .set("group.id", group)
-        .create()
-        .expect("create a consumer");
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition(topic, partition);
-    }
-    let committed = consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .expect("committed offsets");
-    let (mut lag, mut total) = (0, 0);
-    for partition in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .expect("watermarks");
-        let at = match committed
-            .find_partition(topic, partition)
-            .map(|p| p.offset())
-        {
-            Some(Offset::Offset(n)) => n,
-            _ => low,
-        };
-        lag += high - at;
-        total += high - low;
-    }
-    (lag, total)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,25 +458,7 @@ async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice()
     config.stages.batch_size = 500;
     prepare(&config, &db.pool).await;
     let dir = tempfile::tempdir().unwrap();
-    let config_file = dir.path().join("userpipe.toml");
-    std::fs::write(&config_file, toml::to_string(&config).unwrap()).unwrap();
-    let start = || {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("userpipe.log"))
-            .unwrap();
-        std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"))
-            .arg("--config")
-            .arg(&config_file)
-            .arg("run")
-            .env_remove("DATABASE_URL")
-            .env_remove("USERPIPE_KAFKA_BROKERS")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start userpipe run")
-    };
+    let start = || Userpipe::spawn(&config, dir.path(), "userpipe.log", &["run"]);
 
     let chunk = 12_000;
     let users = generated_users(chunk * 3, 14, None);
@@ -532,8 +476,7 @@ async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice()
             },
         )
         .await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        child.kill();
         assert!(
             at_kill < published,
             "round {round}: the kill came after all {published} rows were in"
@@ -550,20 +493,6 @@ async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice()
     assert_eq!(ids, expected);
 
     // A SIGTERM stops it cleanly, with exit status 0, within 10 seconds.
-    let pid = child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = wait_for(
-        "userpipe to exit after SIGTERM",
-        Duration::from_secs(10),
-        || {
-            let exited = child.try_wait().expect("try_wait");
-            async move { exited }
-        },
-    )
-    .await;
+    let exited = child.terminate().await;
     assert!(exited.success(), "exit status {exited}");
 }

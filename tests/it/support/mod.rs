@@ -4,10 +4,12 @@
 pub mod cluster;
 pub mod randomuser;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use userpipe::config::{Config, Secret};
@@ -187,4 +189,124 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Creates the topics and the schema, as `userpipe run` does at start.
+pub async fn prepare(config: &Config, pool: &PgPool) {
+    userpipe::kafka::ensure_topics(
+        &config.kafka.brokers,
+        &userpipe::app::topic_specs(config, &config.topics),
+    )
+    .await
+    .expect("create the topics");
+    userpipe::db::migrate(pool).await.expect("migrate");
+}
+
+/// The `userpipe` binary as a child process, run with `config` written to a file; its stderr goes to a
+/// log file. Killed when dropped.
+pub struct Userpipe {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Userpipe {
+    /// Starts `userpipe --config <dir>/userpipe.toml <args>`, appending its stderr to `<dir>/<log>`.
+    pub fn spawn(config: &Config, dir: &Path, log: &str, args: &[&str]) -> Self {
+        let config_file = dir.join("userpipe.toml");
+        std::fs::write(
+            &config_file,
+            toml::to_string(config).expect("render the config"),
+        )
+        .expect("write the config");
+        let log = dir.join(log);
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"))
+            .arg("--config")
+            .arg(&config_file)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("USERPIPE_KAFKA_BROKERS")
+            .env_remove("USERPIPE_SOURCE")
+            .env_remove("USERPIPE_SCHEDULES")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start userpipe");
+        Self { child, log }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM; the exit status, which must come within 10 seconds.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let child = &mut self.child;
+        wait_for(
+            "userpipe to exit after SIGTERM",
+            Duration::from_secs(10),
+            || {
+                let exited = child.try_wait().expect("try_wait");
+                async move { exited }
+            },
+        )
+        .await
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Userpipe {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Messages in `group` not yet committed on `topic`, and the messages in `topic`.
+pub fn lag_and_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> (i64, i64) {
+    let consumer: StreamConsumer = userpipe::kafka::base_config(brokers)
+        .set("group.id", group)
+        .create()
+        .expect("create a consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    let (mut lag, mut total) = (0, 0);
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .expect("watermarks");
+        let at = match committed
+            .find_partition(topic, partition)
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(n)) => n,
+            _ => low,
+        };
+        lag += high - at;
+        total += high - low;
+    }
+    (lag, total)
 }

@@ -1,0 +1,212 @@
+//! One run of a schedule: the guards (overlap here and on other replicas, the firing claim), jitter,
+//! attempts with a timeout and retries, and a journal record for each attempt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::RngExt;
+use rdkafka::producer::FutureProducer;
+use sqlx::PgPool;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::lock::{self, ScheduleLock};
+use super::schedule::{JobSpec, Overlap, Schedule};
+use crate::config::Config;
+use crate::fetch;
+use crate::journal::{self, Journal, RunRecord, Status, Trigger};
+
+/// How long the guards may wait for PostgreSQL before the run goes ahead without them.
+const GUARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs jobs; shared by the scheduler and `userpipe jobs run`.
+pub struct Runner {
+    config: Config,
+    pool: Option<PgPool>,
+    journal: Journal,
+    /// Shared by every fetch run: a producer's start-up costs more than publishing one user.
+    producer: FutureProducer,
+    /// Schedules with a run going in this process, and that run's id.
+    running: Mutex<HashMap<String, Uuid>>,
+}
+
+impl Runner {
+    pub fn new(
+        config: Config,
+        pool: Option<PgPool>,
+        journal: Journal,
+    ) -> anyhow::Result<Arc<Self>> {
+        let producer = crate::kafka::producer(&config.kafka.brokers)?;
+        Ok(Arc::new(Self {
+            config,
+            pool,
+            journal,
+            producer,
+            running: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Runs `schedule` once for `trigger`; returns the final status, or `None` when another replica
+    /// claimed this firing.
+    pub async fn fire(
+        &self,
+        schedule: &Schedule,
+        trigger: Trigger,
+        scheduled_for: Option<DateTime<Utc>>,
+    ) -> Option<Status> {
+        let run_id = Uuid::new_v4();
+        let job = schedule.job.kind();
+        let skipped = |reason: String| {
+            let record = RunRecord::started(run_id, 1, &schedule.name, job, trigger, scheduled_for)
+                .finished(Status::Skipped)
+                .with_reason(reason);
+            self.journal.record(&record);
+            Some(Status::Skipped)
+        };
+
+        if let (Some(pool), Some(at)) = (&self.pool, scheduled_for) {
+            let instance = journal::instance();
+            let claim = lock::claim_firing(pool, &schedule.name, at, run_id, &instance);
+            match tokio::time::timeout(GUARD_TIMEOUT, claim).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    debug!(message = "firing claimed by another replica", schedule = %schedule.name, scheduled_for = %at);
+                    return None;
+                }
+                Ok(Err(e)) => {
+                    warn!(message = "running without the firing claim", schedule = %schedule.name, error = %format!("{e:#}"))
+                }
+                Err(_) => {
+                    warn!(message = "running without the firing claim: postgresql did not answer in time", schedule = %schedule.name)
+                }
+            }
+        }
+        let exclusive = schedule.overlap == Overlap::Skip;
+        if exclusive && let Some(previous) = self.running_here(&schedule.name) {
+            return skipped(format!("the previous run {previous} is still running"));
+        }
+        let _lock: Option<ScheduleLock> = match &self.pool {
+            None => None,
+            Some(pool) => match tokio::time::timeout(
+                GUARD_TIMEOUT,
+                lock::try_lock(pool, &schedule.name, exclusive),
+            )
+            .await
+            {
+                Ok(Ok(Some(lock))) => Some(lock),
+                Ok(Ok(None)) => {
+                    return skipped("the previous run is still running on another replica".into());
+                }
+                Ok(Err(e)) => {
+                    warn!(message = "running without the schedule lock", schedule = %schedule.name, error = %format!("{e:#}"));
+                    None
+                }
+                Err(_) => {
+                    warn!(message = "running without the schedule lock: postgresql did not answer in time", schedule = %schedule.name);
+                    None
+                }
+            },
+        };
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if exclusive && let Some(previous) = running.get(&schedule.name) {
+                let previous = *previous;
+                drop(running);
+                return skipped(format!("the previous run {previous} is still running"));
+            }
+            running.insert(schedule.name.clone(), run_id);
+        }
+        let _clear = ClearOnDrop {
+            runner: self,
+            name: &schedule.name,
+            run_id,
+        };
+
+        if !schedule.jitter.is_zero() {
+            let jitter = rand::rng().random_range(Duration::ZERO..=schedule.jitter);
+            tokio::time::sleep(jitter).await;
+        }
+        let attempts = schedule.retries + 1;
+        let mut backoff = schedule.retry_backoff;
+        let mut status = Status::Failed;
+        for attempt in 1..=attempts {
+            let started = RunRecord::started(
+                run_id,
+                attempt as i32,
+                &schedule.name,
+                job,
+                trigger,
+                scheduled_for,
+            );
+            self.journal.record(&started);
+            let outcome =
+                tokio::time::timeout(schedule.timeout, self.execute(&schedule.job, run_id)).await;
+            let finished = match outcome {
+                Ok(Ok(detail)) => started.finished(Status::Succeeded).with_detail(detail),
+                Ok(Err(e)) => started
+                    .finished(Status::Failed)
+                    .with_error(format!("{e:#}")),
+                Err(_) => started.finished(Status::TimedOut).with_reason(format!(
+                    "cancelled after the timeout of {}",
+                    humantime::format_duration(schedule.timeout)
+                )),
+            };
+            self.journal.record(&finished);
+            status = match finished.status.as_str() {
+                "succeeded" => Status::Succeeded,
+                "timed_out" => Status::TimedOut,
+                _ => Status::Failed,
+            };
+            if status == Status::Succeeded || attempt == attempts {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
+        Some(status)
+    }
+
+    fn running_here(&self, name: &str) -> Option<Uuid> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// The job itself; its detail goes into the journal.
+    async fn execute(&self, job: &JobSpec, run_id: Uuid) -> anyhow::Result<serde_json::Value> {
+        match job {
+            JobSpec::FetchUsers(params) => {
+                let mut config = self.config.clone();
+                if let Some(source) = &params.source {
+                    config.fetch.source = source.clone();
+                }
+                let report = fetch::run(&config, &self.producer, params.results, run_id).await?;
+                Ok(serde_json::to_value(report)?)
+            }
+        }
+    }
+}
+
+/// Clears a schedule's running mark when its run ends, however it ends.
+struct ClearOnDrop<'a> {
+    runner: &'a Runner,
+    name: &'a str,
+    run_id: Uuid,
+}
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .runner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if running.get(self.name) == Some(&self.run_id) {
+            running.remove(self.name);
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! Schedule files: parsing and checking one `schedules/<name>.toml`, and its next fire times. Pure: the
+//! caller reads the file; errors carry the file, line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::fetch::MAX_RESULTS;
+
+/// One schedule, checked.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The file's stem.
+    pub name: String,
+    pub job: JobSpec,
+    /// The expression as written.
+    pub cron_text: String,
+    cron: Cron,
+    pub timezone: Tz,
+    pub enabled: bool,
+    pub overlap: Overlap,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub jitter: Duration,
+    pub run_on_start: bool,
+}
+
+/// What a run does, with its typed parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "job", content = "params", rename_all = "kebab-case")]
+pub enum JobSpec {
+    FetchUsers(FetchParams),
+}
+
+impl JobSpec {
+    /// The kind as written in a schedule file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::FetchUsers(_) => "fetch-users",
+        }
+    }
+}
+
+/// The job kinds, as written in schedule files.
+pub const JOB_KINDS: [&str; 1] = ["fetch-users"];
+
+/// `[params]` of `fetch-users`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchParams {
+    /// Users per run (1 to 5000).
+    #[serde(default = "one")]
+    pub results: usize,
+    /// A source other than `fetch.source`: a URL, or `generator`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+impl Default for FetchParams {
+    fn default() -> Self {
+        Self {
+            results: 1,
+            source: None,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What happens when a firing comes while the previous run of the schedule is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// The new firing is recorded as `skipped`.
+    #[default]
+    Skip,
+    /// Both run.
+    Allow,
+}
+
+/// A problem in a schedule file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ScheduleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ScheduleError {}
+
+/// The keys every schedule file has; `P` is the job's `[params]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule<P> {
+    job: Spanned<String>,
+    cron: Spanned<String>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    overlap: Overlap,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    retry_backoff: Duration,
+    #[serde(default, with = "humantime_serde")]
+    jitter: Duration,
+    #[serde(default)]
+    run_on_start: bool,
+    #[serde(default)]
+    params: Option<Spanned<P>>,
+}
+
+/// Just the job kind, read first to choose the `[params]` type.
+#[derive(Debug, Deserialize)]
+struct Head {
+    job: Spanned<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Parses the text of `path`; the schedule's name is the file's stem.
+pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
+    let at = |span: Option<std::ops::Range<usize>>, message: String| {
+        let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+        ScheduleError {
+            file: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    };
+    let toml_error = |e: toml::de::Error| at(e.span(), e.message().trim().to_owned());
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| at(None, "the file name is not a valid schedule name".into()))?
+        .to_owned();
+
+    let head: Head = toml::from_str(text).map_err(toml_error)?;
+    let (job, raw) = match head.job.get_ref().as_str() {
+        "fetch-users" => {
+            let raw: RawSchedule<FetchParams> = toml::from_str(text).map_err(toml_error)?;
+            let params = raw.params.clone();
+            let params = match params {
+                Some(p) => {
+                    let span = p.span();
+                    let p = p.into_inner();
+                    if !(1..=MAX_RESULTS).contains(&p.results) {
+                        return Err(at(
+                            Some(span),
+                            format!(
+                                "params.results must be between 1 and {MAX_RESULTS}, not {}",
+                                p.results
+                            ),
+                        ));
+                    }
+                    p
+                }
+                None => FetchParams::default(),
+            };
+            (JobSpec::FetchUsers(params), raw.without_params())
+        }
+        other => {
+            return Err(at(
+                Some(head.job.span()),
+                format!(
+                    "unknown job `{other}`: the jobs are {}",
+                    JOB_KINDS.join(", ")
+                ),
+            ));
+        }
+    };
+
+    let cron = parse_cron(raw.cron.get_ref()).map_err(|m| at(Some(raw.cron.span()), m))?;
+    let timezone = match &raw.timezone {
+        None => Tz::UTC,
+        Some(tz) => Tz::from_str(tz.get_ref()).map_err(|_| {
+            at(
+                Some(tz.span()),
+                format!(
+                    "unknown timezone `{}`: use an IANA name such as Europe/Berlin",
+                    tz.get_ref()
+                ),
+            )
+        })?,
+    };
+    Ok(Schedule {
+        name,
+        job,
+        cron_text: raw.cron.into_inner(),
+        cron,
+        timezone,
+        enabled: raw.enabled,
+        overlap: raw.overlap,
+        timeout: raw.timeout,
+        retries: raw.retries,
+        retry_backoff: raw.retry_backoff,
+        jitter: raw.jitter,
+        run_on_start: raw.run_on_start,
+    })
+}
+
+impl<P> RawSchedule<P> {
+    fn without_params(self) -> RawSchedule<()> {
+        RawSchedule {
+            job: self.job,
+            cron: self.cron,
+            timezone: self.timezone,
+            enabled: self.enabled,
+            overlap: self.overlap,
+            timeout: self.timeout,
+            retries: self.retries,
+            retry_backoff: self.retry_backoff,
+            jitter: self.jitter,
+            run_on_start: self.run_on_start,
+            params: None,
+        }
+    }
+}
+
+/// Parses a cron expression: 5 fields (minute first, as in crontab), 6 (seconds first), or an alias
+/// (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
+pub fn parse_cron(text: &str) -> Result<Cron, String> {
+    let fields = text.split_whitespace().count();
+    if !text.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+        return Err(format!(
+            "cron expression `{text}` has {fields} fields: write 5 (minute hour day month weekday) or 6 (seconds first)"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map_err(|e| format!("invalid cron expression `{text}`: {e}"))
+}
+
+impl Schedule {
+    /// The next `n` fire times strictly after `after`, in the schedule's timezone.
+    pub fn next_fires(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
+        next_fires(&self.cron, self.timezone, after, n)
+    }
+}
+
+/// The next `n` fire times of `cron` in `timezone`, strictly after `after`. A pure function of its inputs;
+/// daylight-saving gaps and overlaps follow croner's rules (a fixed time in a gap fires right after it,
+/// in an overlap once).
+pub fn next_fires(cron: &Cron, timezone: Tz, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
+    let mut fires = Vec::with_capacity(n);
+    // Cron has whole seconds; croner would carry a fraction of `after` into every result.
+    let whole = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
+    let mut at = timezone.from_utc_datetime(&whole.naive_utc());
+    while fires.len() < n {
+        match cron.find_next_occurrence(&at, false) {
+            Ok(next) => {
+                fires.push(next);
+                at = next;
+            }
+            Err(_) => break,
+        }
+    }
+    fires
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Schedule, String> {
+        parse(Path::new("schedules/test.toml"), text).map_err(|e| e.to_string())
+    }
+
+    fn check_error(text: &str, expected: &str) {
+        let error = parse_text(text).expect_err("the file is invalid");
+        assert!(
+            error.starts_with(expected),
+            "{error:?}\nshould start with {expected:?}"
+        );
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    fn check_fires(cron: &str, tz: &str, after: &str, expected: &[&str]) {
+        let schedule = parse_text(&format!(
+            "job = \"fetch-users\"\ncron = \"{cron}\"\ntimezone = \"{tz}\"\n"
+        ))
+        .unwrap();
+        let fires: Vec<String> = schedule
+            .next_fires(utc(after), expected.len())
+            .iter()
+            .map(|t| t.to_rfc3339())
+            .collect();
+        assert_eq!(fires, expected, "{cron} in {tz} after {after}");
+    }
+
+    #[test]
+    fn a_full_file() {
+        let schedule = parse_text(
+            "job = \"fetch-users\"\ncron = \"*/5 * * * *\"\ntimezone = \"Europe/Berlin\"\nenabled = false\noverlap = \"allow\"\ntimeout = \"30s\"\nretries = 2\nretry_backoff = \"1s\"\njitter = \"5s\"\nrun_on_start = true\n\n[params]\nresults = 50\nsource = \"generator\"\n",
+        )
+        .unwrap();
+        assert_eq!(schedule.name, "test");
+        assert_eq!(
+            schedule.job,
+            JobSpec::FetchUsers(FetchParams {
+                results: 50,
+                source: Some("generator".into())
+            })
+        );
+        assert_eq!(schedule.timezone, chrono_tz::Europe::Berlin);
+        assert!(!schedule.enabled && schedule.run_on_start);
+        assert_eq!(schedule.overlap, Overlap::Allow);
+        assert_eq!(schedule.timeout, Duration::from_secs(30));
+        assert_eq!(
+            (schedule.retries, schedule.retry_backoff),
+            (2, Duration::from_secs(1))
+        );
+        assert_eq!(schedule.jitter, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn defaults() {
+        let schedule = parse_text("job = \"fetch-users\"\ncron = \"* * * * *\"\n").unwrap();
+        assert_eq!(
+            schedule.job,
+            JobSpec::FetchUsers(FetchParams {
+                results: 1,
+                source: None
+            })
+        );
+        assert_eq!(schedule.timezone, Tz::UTC);
+        assert!(schedule.enabled && !schedule.run_on_start);
+        assert_eq!(schedule.overlap, Overlap::Skip);
+        assert_eq!(schedule.timeout, Duration::from_secs(300));
+        assert_eq!((schedule.retries, schedule.jitter), (0, Duration::ZERO));
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        check_error(
+            "job = \"fetch-users\"\ncron = \"* * * *\"\n",
+            "schedules/test.toml:2:8: cron expression `* * * *` has 4 fields",
+        );
+        check_error(
+            "job = \"fetch-users\"\ncron = \"61 * * * *\"\n",
+            "schedules/test.toml:2:8: invalid cron expression `61 * * * *`",
+        );
+        check_error(
+            "job = \"fetch-users\"\ncron = \"* * * * *\"\ntimezone = \"Mars/Olympus\"\n",
+            "schedules/test.toml:3:12: unknown timezone `Mars/Olympus`",
+        );
+        check_error(
+            "job = \"fetch-user\"\ncron = \"* * * * *\"\n",
+            "schedules/test.toml:1:7: unknown job `fetch-user`: the jobs are fetch-users",
+        );
+        check_error(
+            "job = \"fetch-users\"\ncron = \"* * * * *\"\ncolour = 1\n",
+            "schedules/test.toml:3:1: unknown field `colour`",
+        );
+        check_error(
+            "job = \"fetch-users\"\ncron = \"* * * * *\"\n[params]\nresults = 1\nsauce = \"x\"\n",
+            "schedules/test.toml:5:1: unknown field `sauce`",
+        );
+        check_error(
+            "job = \"fetch-users\"\ncron = \"* * * * *\"\n[params]\nresults = 0\n",
+            "schedules/test.toml:3:1: params.results must be between 1 and 5000, not 0",
+        );
+        check_error(
+            "job = \"fetch-users\"\ncron = \"* * * * *\"\ntimeout = \"soon\"\n",
+            "schedules/test.toml:3:11: ",
+        );
+        check_error(
+            "cron = \"* * * * *\"\n",
+            "schedules/test.toml:1:1: missing field `job`",
+        );
+        check_error(
+            "job = \"fetch-users\"\ncron = [\n",
+            "schedules/test.toml:2:9: ",
+        );
+    }
+
+    #[test]
+    fn five_fields_are_minute_first_and_six_seconds_first() {
+        check_fires(
+            "*/15 * * * *",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2026-01-01T00:15:00+00:00", "2026-01-01T00:30:00+00:00"],
+        );
+        check_fires(
+            "*/15 * * * * *",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2026-01-01T00:00:15+00:00", "2026-01-01T00:00:30+00:00"],
+        );
+        check_fires(
+            "@hourly",
+            "UTC",
+            "2026-01-01T00:10:00Z",
+            &["2026-01-01T01:00:00+00:00"],
+        );
+        check_fires(
+            "@daily",
+            "UTC",
+            "2026-01-01T00:10:00Z",
+            &["2026-01-02T00:00:00+00:00"],
+        );
+        check_fires(
+            "@weekly",
+            "UTC",
+            "2026-01-01T00:10:00Z",
+            &["2026-01-04T00:00:00+00:00"],
+        );
+        // The seed's backup: Saturday 02:00.
+        check_fires(
+            "0 2 * * 6",
+            "UTC",
+            "2026-11-28T02:00:00Z",
+            &["2026-12-05T02:00:00+00:00", "2026-12-12T02:00:00+00:00"],
+        );
+    }
+
+    #[test]
+    fn fire_times_are_whole_seconds() {
+        check_fires(
+            "* * * * * *",
+            "UTC",
+            "2026-01-01T00:00:00.750Z",
+            &["2026-01-01T00:00:01+00:00", "2026-01-01T00:00:02+00:00"],
+        );
+    }
+
+    #[test]
+    fn fire_times_follow_the_timezone_across_both_dst_transitions() {
+        // Spring forward in Berlin, 2026-03-29: 02:00 CET becomes 03:00 CEST, 02:30 does not exist that day.
+        check_fires(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-03-27T12:00:00Z",
+            &[
+                "2026-03-28T02:30:00+01:00",
+                "2026-03-29T03:00:00+02:00",
+                "2026-03-30T02:30:00+02:00",
+            ],
+        );
+        // Fall back in Berlin, 2026-10-25: 02:30 happens twice; the job runs once.
+        check_fires(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-10-23T12:00:00Z",
+            &[
+                "2026-10-24T02:30:00+02:00",
+                "2026-10-25T02:30:00+02:00",
+                "2026-10-26T02:30:00+01:00",
+            ],
+        );
+        // A daily 09:00 in New York stays 09:00 local when the offset changes (2026-03-08 and 2026-11-01).
+        check_fires(
+            "0 9 * * *",
+            "America/New_York",
+            "2026-03-07T00:00:00Z",
+            &["2026-03-07T09:00:00-05:00", "2026-03-08T09:00:00-04:00"],
+        );
+        check_fires(
+            "0 9 * * *",
+            "America/New_York",
+            "2026-10-31T00:00:00Z",
+            &["2026-10-31T09:00:00-04:00", "2026-11-01T09:00:00-05:00"],
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! The scheduler against the real stack: overlap, timeouts, retries, a run longer than its interval, hot
+//! reload, two replicas on one database, and the journal.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use userpipe::config::Config;
+use userpipe::journal::{self, Journal, RunFilter, RunRecord, Status, Trigger};
+use userpipe::scheduler::{self, Runner, schedule};
+
+use crate::support::randomuser::{FakeRandomUser, Reply, fixture_page};
+use crate::support::{
+    TestDb, TestKafka, Userpipe, config_for, consume, lag_and_total, prepare, wait_for,
+};
+
+/// Every attempt of `schedule` in the journal, oldest first.
+async fn runs(pool: &PgPool, schedule: &str) -> Vec<RunRecord> {
+    let filter = RunFilter {
+        schedule: Some(schedule.into()),
+        limit: 100_000,
+        ..Default::default()
+    };
+    let mut runs = journal::list(pool, &filter)
+        .await
+        .expect("read the journal");
+    runs.reverse();
+    runs
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    // Write then rename, as an editor does, so the scheduler never reads half a file.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.toml"))).unwrap();
+}
+
+/// A stack configuration with the schedules in `dir`.
+async fn setup(dir: &Path) -> (TestKafka, TestDb, Config) {
+    let (kafka, db) = (TestKafka::new(), TestDb::new().await);
+    let mut config = config_for(&kafka, &db.url());
+    config.scheduler.dir = dir.to_owned();
+    config.fetch.max_attempts = 1;
+    prepare(&config, &db.pool).await;
+    (kafka, db, config)
+}
+
+/// The scheduler role in this process.
+fn start_scheduler(
+    config: &Config,
+    pool: &PgPool,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
+        tokio::spawn(async move { scheduler::serve(&config, Some(pool), shutdown).await })
+    };
+    (shutdown, task)
+}
+
+/// A runner whose journal writes to `pool`, for single runs.
+fn runner(config: &Config, pool: &PgPool) -> Arc<Runner> {
+    let (journal, _writer) = Journal::start(Some(pool.clone()), CancellationToken::new());
+    Runner::new(config.clone(), Some(pool.clone()), journal).unwrap()
+}
+
+fn parse(text: &str) -> schedule::Schedule {
+    schedule::parse(Path::new("test.toml"), text).expect("a valid schedule")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_its_interval_skips_the_firings_it_overlaps_and_firing_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, db, mut config) = setup(dir.path()).await;
+    let server = FakeRandomUser::start(vec![
+        Reply::json(200, fixture_page()).after(Duration::from_millis(3500)),
+        Reply::json(200, fixture_page()),
+    ])
+    .await;
+    config.fetch.source = server.url.clone();
+    write(
+        dir.path(),
+        "tick",
+        "job = \"fetch-users\"\ncron = \"* * * * * *\"\ntimeout = \"30s\"\n",
+    );
+    let (shutdown, task) = start_scheduler(&config, &db.pool);
+
+    let (slow, skipped, later) = wait_for(
+        "a slow run, a skipped firing and a run after it",
+        Duration::from_secs(30),
+        || async {
+            let runs = runs(&db.pool, "tick").await;
+            let slow = runs
+                .iter()
+                .find(|r| r.status == "succeeded" && r.duration_ms >= Some(3000))?
+                .clone();
+            let slow_end = slow.finished_at?;
+            let skipped = runs
+                .iter()
+                .find(|r| {
+                    r.status == "skipped"
+                        && r.started_at > slow.started_at
+                        && r.started_at < slow_end
+                })?
+                .clone();
+            let later = runs
+                .iter()
+                .find(|r| r.status == "succeeded" && r.scheduled_for > Some(slow_end))?
+                .clone();
+            Some((slow, skipped, later))
+        },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        skipped.reason,
+        Some(format!("the previous run {} is still running", slow.run_id))
+    );
+    assert_eq!(skipped.trigger, "schedule");
+    assert_eq!(later.trigger, "schedule");
+    let detail = later.detail.expect("a fetch run has detail");
+    assert_eq!(detail["published"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_is_cancelled_and_recorded_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, db, mut config) = setup(dir.path()).await;
+    let server = FakeRandomUser::start(vec![
+        Reply::json(200, fixture_page()).after(Duration::from_secs(10)),
+    ])
+    .await;
+    config.fetch.source = server.url.clone();
+    let schedule = parse("job = \"fetch-users\"\ncron = \"@yearly\"\ntimeout = \"500ms\"\n");
+    let started = std::time::Instant::now();
+    let status = runner(&config, &db.pool)
+        .fire(&schedule, Trigger::Manual, None)
+        .await;
+    assert_eq!(status, Some(Status::TimedOut));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelled at the timeout, not when the job ended"
+    );
+    let run = wait_for("the journal row", Duration::from_secs(10), || async {
+        runs(&db.pool, "test")
+            .await
+            .into_iter()
+            .find(|r| r.status == "timed_out")
+    })
+    .await;
+    assert_eq!(
+        run.reason.as_deref(),
+        Some("cancelled after the timeout of 500ms")
+    );
+    assert_eq!(run.trigger, "manual");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_is_retried_with_backoff_and_each_attempt_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, db, mut config) = setup(dir.path()).await;
+    let server = FakeRandomUser::start(vec![Reply::json(503, "down for maintenance")]).await;
+    config.fetch.source = server.url.clone();
+    let schedule = parse(
+        "job = \"fetch-users\"\ncron = \"@yearly\"\nretries = 2\nretry_backoff = \"300ms\"\n",
+    );
+    let status = runner(&config, &db.pool)
+        .fire(&schedule, Trigger::Manual, None)
+        .await;
+    assert_eq!(status, Some(Status::Failed));
+    let attempts = wait_for(
+        "three finished attempts",
+        Duration::from_secs(10),
+        || async {
+            let runs = runs(&db.pool, "test").await;
+            (runs.len() == 3 && runs.iter().all(|r| r.status == "failed")).then_some(runs)
+        },
+    )
+    .await;
+    assert_eq!(
+        attempts.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        attempts.iter().all(|r| r.run_id == attempts[0].run_id),
+        "one run, three attempts"
+    );
+    for r in &attempts {
+        let error = r.error.as_deref().unwrap();
+        assert!(error.contains("the source answered http 503"), "{error}");
+    }
+    let gap = |a: &RunRecord, b: &RunRecord| b.started_at - a.finished_at.unwrap();
+    assert!(gap(&attempts[0], &attempts[1]) >= chrono::Duration::milliseconds(300));
+    assert!(
+        gap(&attempts[1], &attempts[2]) >= chrono::Duration::milliseconds(600),
+        "the backoff doubles"
+    );
+    assert_eq!(server.seen().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_applies_edits_keeps_the_last_good_version_and_drops_removed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, db, config) = setup(dir.path()).await;
+    write(
+        dir.path(),
+        "tick",
+        "job = \"fetch-users\"\ncron = \"0 0 1 1 *\"\n",
+    );
+    let mut userpipe = Userpipe::spawn(
+        &config,
+        dir.path(),
+        "userpipe.log",
+        &["run", "--roles", "scheduler"],
+    );
+    wait_for(
+        "the scheduler to start",
+        Duration::from_secs(30),
+        || async {
+            userpipe
+                .log_text()
+                .contains("scheduler started")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        runs(&db.pool, "tick").await.is_empty(),
+        "a yearly schedule has not fired"
+    );
+
+    // An edit takes effect within 5 seconds.
+    let edited = Utc::now();
+    write(
+        dir.path(),
+        "tick",
+        "job = \"fetch-users\"\ncron = \"* * * * * *\"\n",
+    );
+    let first = wait_for(
+        "a run of the edited schedule",
+        Duration::from_secs(10),
+        || async { runs(&db.pool, "tick").await.into_iter().next() },
+    )
+    .await;
+    assert!(
+        first.started_at - edited <= chrono::Duration::seconds(5),
+        "took {}",
+        first.started_at - edited
+    );
+
+    // A broken edit is reported with file, line and column; the last good version keeps firing.
+    write(
+        dir.path(),
+        "tick",
+        "job = \"fetch-users\"\ncron = \"* * * *\"\n",
+    );
+    wait_for(
+        "the error to be logged",
+        Duration::from_secs(10),
+        || async {
+            let log = userpipe.log_text();
+            (log.contains("tick.toml")
+                && log.contains("line=2")
+                && log.contains("column=8")
+                && log.contains("has 4 fields"))
+            .then_some(())
+        },
+    )
+    .await;
+    let broken = Utc::now();
+    wait_for(
+        "the previous version to fire again",
+        Duration::from_secs(10),
+        || async {
+            runs(&db.pool, "tick")
+                .await
+                .into_iter()
+                .find(|r| r.started_at > broken + chrono::Duration::seconds(1))
+        },
+    )
+    .await;
+
+    // A removed file stops its schedule.
+    std::fs::remove_file(dir.path().join("tick.toml")).unwrap();
+    wait_for(
+        "the removal to be logged",
+        Duration::from_secs(10),
+        || async {
+            userpipe
+                .log_text()
+                .contains("schedule removed")
+                .then_some(())
+        },
+    )
+    .await;
+    let removed = Utc::now();
+    // Watch for three seconds: no firing may start after the removal.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: Vec<RunRecord> = runs(&db.pool, "tick")
+        .await
+        .into_iter()
+        .filter(|r| r.started_at > removed)
+        .collect();
+    assert!(after.is_empty(), "runs after removal: {after:?}");
+    let exited = userpipe.terminate().await;
+    assert!(exited.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kafka, db, config) = setup(dir.path()).await;
+    write(
+        dir.path(),
+        "tick",
+        "job = \"fetch-users\"\ncron = \"* * * * * *\"\n",
+    );
+    let args = ["run", "--roles", "scheduler"];
+    let mut a = Userpipe::spawn(&config, dir.path(), "a.log", &args);
+    let mut b = Userpipe::spawn(&config, dir.path(), "b.log", &args);
+    let started = Utc::now();
+    // The test's window: 20 seconds of a schedule firing every second.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(a.terminate().await.success());
+    assert!(b.terminate().await.success());
+
+    let runs: Vec<RunRecord> = runs(&db.pool, "tick")
+        .await
+        .into_iter()
+        .filter(|r| r.trigger == "schedule")
+        .collect();
+    let firings: Vec<DateTime<Utc>> = runs.iter().filter_map(|r| r.scheduled_for).collect();
+    let distinct: HashSet<DateTime<Utc>> = firings.iter().copied().collect();
+    assert_eq!(firings.len(), distinct.len(), "a firing ran twice");
+    // A firing that came while the previous run was still going is recorded as skipped, also exactly once.
+    for run in runs.iter().filter(|r| r.status != "succeeded") {
+        assert_eq!(run.status, "skipped", "{run:?}");
+        assert!(
+            run.reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("is still running"),
+            "{run:?}"
+        );
+    }
+    let succeeded = runs.iter().filter(|r| r.status == "succeeded").count();
+    assert!(
+        succeeded * 2 > runs.len(),
+        "most firings ran: {succeeded} of {}",
+        runs.len()
+    );
+    // Every second of the steady part of the window fired, once.
+    let first = *distinct.iter().min().unwrap();
+    let last = *distinct.iter().max().unwrap();
+    assert!(
+        last - first >= chrono::Duration::seconds(14),
+        "fired from {first} to {last} only"
+    );
+    let expected = (last - first).num_seconds() + 1;
+    assert_eq!(
+        distinct.len() as i64,
+        expected,
+        "a gap between {first} and {last}"
+    );
+    assert!(first - started < chrono::Duration::seconds(5));
+    let instances: HashSet<&str> = runs.iter().map(|r| r.instance.as_str()).collect();
+    assert!(!instances.is_empty());
+    // Each run published its one user: as many users as runs, each from a different run.
+    let published = consume(
+        &kafka.brokers,
+        &config.topics.users,
+        succeeded,
+        Duration::from_secs(30),
+    )
+    .await;
+    let from_runs: HashSet<String> = published
+        .iter()
+        .map(|m| {
+            let user: Value =
+                serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap();
+            user["fetch_run_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(from_runs.len(), succeeded);
+    let (_, total) = lag_and_total(
+        &kafka.brokers,
+        "none",
+        &config.topics.users,
+        config.kafka.partitions,
+    );
+    assert_eq!(total as usize, succeeded, "no run published twice");
+}
+
+/// The `job run finished` events of a JSON log: (run id, attempt) -> status.
+fn finished_events(log: &str) -> HashMap<(String, i64), String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["message"] == "job run finished")
+        .map(|event| {
+            (
+                (
+                    event["run_id"].as_str().unwrap().to_owned(),
+                    event["attempt"].as_i64().unwrap(),
+                ),
+                event["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_rows_match_the_log_and_an_interrupted_run_becomes_abandoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, db, mut config) = setup(dir.path()).await;
+    let server = FakeRandomUser::start(vec![
+        Reply::json(200, fixture_page()).after(Duration::from_secs(120)),
+    ])
+    .await;
+    config.fetch.source = server.url.clone();
+    config.fetch.timeout = Duration::from_secs(300);
+    write(
+        dir.path(),
+        "slow",
+        "job = \"fetch-users\"\ncron = \"@yearly\"\nrun_on_start = true\ntimeout = \"10m\"\n",
+    );
+    write(
+        dir.path(),
+        "quick",
+        "job = \"fetch-users\"\ncron = \"* * * * * *\"\n[params]\nsource = \"generator\"\n",
+    );
+    let args = ["--log-format", "json", "run", "--roles", "scheduler"];
+
+    let mut first = Userpipe::spawn(&config, dir.path(), "first.log", &args);
+    let slow = wait_for(
+        "the slow run to be running, and quick runs done",
+        Duration::from_secs(30),
+        || async {
+            let slow = runs(&db.pool, "slow")
+                .await
+                .into_iter()
+                .find(|r| r.status == "running")?;
+            (runs(&db.pool, "quick")
+                .await
+                .iter()
+                .filter(|r| r.status == "succeeded")
+                .count()
+                >= 3)
+                .then_some(slow)
+        },
+    )
+    .await;
+    assert_eq!(slow.trigger, "start");
+    first.kill();
+
+    std::fs::remove_file(dir.path().join("slow.toml")).unwrap();
+    let mut second = Userpipe::spawn(&config, dir.path(), "second.log", &args);
+    let abandoned = wait_for(
+        "the interrupted run to be marked abandoned",
+        Duration::from_secs(30),
+        || async {
+            runs(&db.pool, "slow")
+                .await
+                .into_iter()
+                .find(|r| r.run_id == slow.run_id && r.status == "abandoned")
+        },
+    )
+    .await;
+    assert_eq!(
+        abandoned.reason.as_deref(),
+        Some("the process running it stopped before it finished")
+    );
+    assert!(abandoned.finished_at.is_some());
+    wait_for(
+        "the second process to run quick",
+        Duration::from_secs(30),
+        || async { (finished_events(&second.log_text()).len() >= 2).then_some(()) },
+    )
+    .await;
+    assert!(second.terminate().await.success());
+
+    // Every finished event the second process logged is in the table, as logged; so is every row the first
+    // process wrote before it was killed.
+    let table: HashMap<(String, i64), String> = runs(&db.pool, "quick")
+        .await
+        .into_iter()
+        .filter(|r| r.status != "running")
+        .map(|r| ((r.run_id.to_string(), r.attempt as i64), r.status))
+        .collect();
+    let second_events = finished_events(&second.log_text());
+    for (key, status) in &second_events {
+        assert_eq!(table.get(key), Some(status), "{key:?} logged as {status}");
+    }
+    let first_events = finished_events(&first.log_text());
+    for (key, status) in &table {
+        let logged = first_events.get(key).or_else(|| second_events.get(key));
+        assert_eq!(
+            logged,
+            Some(status),
+            "row {key:?} is {status} but the log says {logged:?}"
+        );
+    }
+}
