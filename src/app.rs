@@ -2,14 +2,17 @@
 //! signal.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use sqlx::PgPool;
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Config, TopicsConfig, dead_letter_topic};
+use crate::http::{self, HttpState, Roles};
 use crate::kafka::{self, DEAD_LETTER_MAX_BYTES, TopicSpec};
 use crate::stages::Stage;
 use crate::{db, sink};
@@ -74,50 +77,118 @@ pub fn topic_specs(config: &Config, topics: &TopicsConfig) -> Vec<TopicSpec> {
     specs
 }
 
-/// Creates the topics, then runs `roles` until `shutdown`. The database pool connects lazily: roles that
-/// need it wait for it (and for the schema), the others run while PostgreSQL is down.
+/// `userpipe run`, built: the topics exist, the pool is made (it connects lazily: roles that need it wait
+/// for it and the schema, the others run while PostgreSQL is down), and the HTTP listener is bound, so a
+/// test can listen on port 0 and ask which port it got.
+pub struct App {
+    config: Config,
+    roles: Vec<Role>,
+    pool: Option<PgPool>,
+    listener: Option<TcpListener>,
+}
+
+impl App {
+    pub async fn build(config: &Config, roles: &[Role]) -> anyhow::Result<Self> {
+        kafka::ensure_topics(&config.kafka.brokers, &topic_specs(config, &config.topics)).await?;
+        let pool = if roles.iter().any(|r| r.needs_database()) {
+            Some(db::lazy_pool(
+                config.database.url.expose(),
+                config.database.max_connections,
+            )?)
+        } else {
+            None
+        };
+        let listener = match config.http.listen.as_str() {
+            "" => None,
+            address => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} (http.listen)"))?,
+            ),
+        };
+        Ok(Self {
+            config: config.clone(),
+            roles: roles.to_vec(),
+            pool,
+            listener,
+        })
+    }
+
+    /// The port the HTTP endpoints listen on, when they are on.
+    pub fn http_port(&self) -> Option<u16> {
+        self.listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    /// Runs the roles and the HTTP endpoints until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let roles = Arc::new(Roles::default());
+        let http = match self.listener {
+            None => None,
+            Some(listener) => {
+                let state = HttpState {
+                    kafka: Arc::new(kafka::Probe::new(&self.config.kafka.brokers)?),
+                    pool: self.pool.clone(),
+                    roles: roles.clone(),
+                };
+                Some(tokio::spawn(http::serve(listener, state, shutdown.clone())))
+            }
+        };
+        let result = run_roles(
+            &self.config,
+            &self.roles,
+            self.pool,
+            &roles,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        if let Some(http) = http {
+            http.await.context("the http server panicked")??;
+        }
+        result
+    }
+}
+
+/// Builds and runs `roles` until `shutdown`.
 pub async fn run(
     config: &Config,
-    topics: &TopicsConfig,
     roles: &[Role],
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    kafka::ensure_topics(&config.kafka.brokers, &topic_specs(config, topics)).await?;
-    let pool = if roles.iter().any(|r| r.needs_database()) {
-        Some(db::lazy_pool(
-            config.database.url.expose(),
-            config.database.max_connections,
-        )?)
-    } else {
-        None
-    };
-    run_roles(config, topics, roles, pool, shutdown).await
+    App::build(config, roles).await?.run(shutdown).await
 }
 
-/// Runs `roles` until `shutdown`; if one fails, the others are stopped too and the error returned.
+/// Runs `roles` until `shutdown`, marking each in `health` while it runs; if one fails, the others are
+/// stopped too and the error returned.
 pub async fn run_roles(
     config: &Config,
-    topics: &TopicsConfig,
     roles: &[Role],
     pool: Option<PgPool>,
+    health: &Arc<Roles>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     for &role in roles {
-        let (config, topics, shutdown) = (config.clone(), topics.clone(), shutdown.clone());
+        let (config, shutdown, health) = (config.clone(), shutdown.clone(), health.clone());
         let pool = pool.clone();
+        health.set(role.name(), true);
         tasks.spawn(async move {
+            let topics = &config.topics;
             let result = match role {
                 Role::Timestamp => {
-                    crate::stages::run(Stage::Timestamp, &config, &topics, shutdown).await
+                    crate::stages::run(Stage::Timestamp, &config, topics, shutdown).await
                 }
-                Role::Tags => crate::stages::run(Stage::Tags, &config, &topics, shutdown).await,
-                Role::Sink => {
-                    let pool = pool.context("the sink needs a database pool")?;
-                    sink::run(&config, &topics, pool, shutdown).await
-                }
+                Role::Tags => crate::stages::run(Stage::Tags, &config, topics, shutdown).await,
+                Role::Sink => match pool {
+                    Some(pool) => sink::run(&config, topics, pool, shutdown).await,
+                    None => Err(anyhow::anyhow!("the sink needs a database pool")),
+                },
                 Role::Scheduler => crate::scheduler::serve(&config, pool, shutdown).await,
             };
+            health.set(role.name(), false);
             result.with_context(|| format!("role {} failed", role.name()))
         });
         info!(message = "role started", role = role.name());

@@ -2,6 +2,7 @@
 //! into a fresh database, and measures throughput, publish-to-row latency and peak memory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use crate::app::{self, Role};
 use crate::config::Config;
 use crate::fetch::generator::Generator;
+use crate::http::Roles;
 use crate::kafka::{self, Outbound};
 use crate::{db, record};
 
@@ -59,7 +61,8 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
     let mut config = config.clone();
     config.kafka.group_prefix = format!("bench-{tag}");
-    let topics = config.topics.prefixed(&format!("bench-{tag}."));
+    config.topics = config.topics.prefixed(&format!("bench-{tag}."));
+    let topics = config.topics.clone();
     let database = format!("userpipe_bench_{tag}");
 
     let admin: PgConnectOptions = config
@@ -80,14 +83,10 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         kafka::ensure_topics(&config.kafka.brokers, &specs).await?;
         let shutdown = CancellationToken::new();
         let pipeline = {
-            let (config, topics, pool, shutdown) = (
-                config.clone(),
-                topics.clone(),
-                pool.clone(),
-                shutdown.clone(),
-            );
+            let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
+            let health = Arc::new(Roles::default());
             tokio::spawn(async move {
-                app::run_roles(&config, &topics, &Role::PIPELINE, Some(pool), shutdown).await
+                app::run_roles(&config, &Role::PIPELINE, Some(pool), &health, shutdown).await
             })
         };
         let report = measure(&config, &topics.users, &pool, options).await;

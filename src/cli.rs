@@ -75,6 +75,8 @@ enum Command {
         #[arg(long)]
         rate: Option<u64>,
     },
+    /// Exit 0 when the running `userpipe run` on `http.listen` says it is ready (the container's HEALTHCHECK)
+    Health,
     /// The configuration
     Config {
         #[command(subcommand)]
@@ -178,7 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 roles
             };
             let shutdown = shutdown_on_signal();
-            app::run(&config, &config.topics, &roles, shutdown).await?;
+            app::run(&config, &roles, shutdown).await?;
         }
         Command::Fetch {
             count,
@@ -218,6 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Show,
         } => print!("{}", config.to_redacted_toml()),
+        Command::Health => return health(&config).await,
         Command::Schedules {
             command: SchedulesCommand::Check { dir },
         } => {
@@ -468,4 +471,72 @@ pub fn shutdown_on_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// `userpipe health`: asks the local `/readyz` and prints its verdict.
+async fn health(config: &Config) -> anyhow::Result<ExitCode> {
+    let url = readyz_url(&config.http.listen)?;
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let ready = response.status().is_success();
+    println!("{}", response.text().await.unwrap_or_default().trim());
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The `/readyz` URL of a process listening on `listen`; an all-interfaces address is asked on loopback.
+fn readyz_url(listen: &str) -> anyhow::Result<String> {
+    let address: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("http.listen {listen:?} is not an address with a port"))?;
+    let host = match address.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Ok(format!("http://{host}:{}/readyz", address.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_asks_loopback_for_an_all_interfaces_listener() {
+        assert_eq!(
+            readyz_url("0.0.0.0:8080").unwrap(),
+            "http://127.0.0.1:8080/readyz"
+        );
+        assert_eq!(readyz_url("[::]:9000").unwrap(), "http://[::1]:9000/readyz");
+        assert_eq!(
+            readyz_url("127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080/readyz"
+        );
+        assert!(readyz_url("localhost").is_err());
+    }
+
+    #[test]
+    fn since_takes_a_duration_or_a_time() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-01-02T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_since("2h", now).unwrap().to_rfc3339(),
+            "2026-01-02T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-01-01T00:00:00Z", now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-01T00:00:00+00:00"
+        );
+        assert!(parse_since("yesterday", now).is_err());
+    }
 }

@@ -22,6 +22,24 @@ pub struct Config {
     pub stages: StagesConfig,
     pub sink: SinkConfig,
     pub scheduler: SchedulerConfig,
+    pub http: HttpConfig,
+}
+
+/// The HTTP endpoints: `/healthz`, `/readyz`, `/metrics`, `/api/jobs`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on (`USERPIPE_HTTP_ADDR`); empty turns the endpoints off. Loopback by default;
+    /// the container listens on all interfaces.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
 }
 
 /// The in-process scheduler.
@@ -240,12 +258,13 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Environment variables that override keys of the file, in the order they are applied.
-pub const ENV_OVERRIDES: [(&str, &str); 5] = [
+pub const ENV_OVERRIDES: [(&str, &str); 6] = [
     ("USERPIPE_KAFKA_BROKERS", "kafka.brokers"),
     ("DATABASE_URL", "database.url"),
     ("USERPIPE_SOURCE", "fetch.source"),
     ("USERPIPE_GROUP_PREFIX", "kafka.group_prefix"),
     ("USERPIPE_SCHEDULES", "scheduler.dir"),
+    ("USERPIPE_HTTP_ADDR", "http.listen"),
 ];
 
 impl Config {
@@ -289,6 +308,7 @@ impl Config {
                 "fetch.source" => self.fetch.source = value,
                 "kafka.group_prefix" => self.kafka.group_prefix = value,
                 "scheduler.dir" => self.scheduler.dir = PathBuf::from(value),
+                "http.listen" => self.http.listen = value,
                 other => bail!("no override for {other}"),
             }
         }

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::db::is_transient;
+use crate::metrics::{METRICS, RunLabels, ScheduleLabels};
 
 /// Records waiting for PostgreSQL; past this the table misses records (the log still has them).
 const QUEUE: usize = 10_000;
@@ -207,9 +208,25 @@ impl Journal {
         (Self { queue: Some(tx) }, Some(writer))
     }
 
-    /// Logs `record` and queues it for the table.
+    /// Logs `record`, counts it when finished, and queues it for the table.
     pub fn record(&self, record: &RunRecord) {
         record.log();
+        if record.status != Status::Running.as_str() {
+            let labels = RunLabels {
+                schedule: record.schedule.clone(),
+                status: record.status.clone(),
+            };
+            METRICS.job_runs.get_or_create(&labels).inc();
+            if let Some(ms) = record.duration_ms {
+                let labels = ScheduleLabels {
+                    schedule: record.schedule.clone(),
+                };
+                METRICS
+                    .job_seconds
+                    .get_or_create(&labels)
+                    .observe(ms as f64 / 1000.0);
+            }
+        }
         if let Some(queue) = &self.queue
             && queue.try_send(record.clone()).is_err()
         {

@@ -11,16 +11,19 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::metrics::{LagLabels, METRICS};
 
 pub use rdkafka::message::OwnedMessage as Received;
 
@@ -73,8 +76,37 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .with_context(|| format!("cannot create a kafka producer for {brokers}"))
 }
 
+/// A consumer context that turns librdkafka's statistics into the consumer-lag metric.
+pub struct LagContext {
+    group: String,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                // librdkafka reports -1 for partitions this member does not own, and a -1 partition.
+                if partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                let labels = LagLabels {
+                    group: self.group.clone(),
+                    topic: topic.clone(),
+                    partition,
+                };
+                METRICS
+                    .consumer_lag
+                    .get_or_create(&labels)
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 /// A consumer in `group` that starts at the earliest offset and stores offsets only when told to.
-pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
+pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer<LagContext>> {
     base_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -87,7 +119,10 @@ pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
         .set("fetch.wait.max.ms", "50")
         // Bound the prefetch buffer (librdkafka's default is 64 MB per consumer): memory stays small.
         .set("queued.max.messages.kbytes", "8192")
-        .create()
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(LagContext {
+            group: group.to_owned(),
+        })
         .with_context(|| format!("cannot create a kafka consumer for {brokers}"))
 }
 
@@ -140,7 +175,16 @@ pub struct Outbound {
 
 impl Outbound {
     /// The dead letter of `message`: its key and payload unchanged, the reason and origin in headers.
+    /// Logs where the message came from and why it is set aside.
     pub fn dead_letter(message: &OwnedMessage, topic: &str, stage: &str, error: &str) -> Self {
+        warn!(
+            message = "dead-lettering a message",
+            stage,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            error
+        );
         Self {
             topic: topic.to_owned(),
             key: message.key().map(<[u8]>::to_vec),
@@ -187,12 +231,14 @@ pub async fn backoff(delay: Duration, abandon: &CancellationToken) -> Result<(),
 }
 
 /// Produces every record and waits until each is acknowledged, sending failed ones again with backoff.
-/// Never skips a record: it returns only when all are delivered, or `Abandoned`.
+/// Never skips a record: it returns only when all are delivered (with how many deliveries failed and were
+/// sent again), or `Abandoned`.
 pub async fn deliver_all(
     producer: &FutureProducer,
     records: &[Outbound],
     abandon: &CancellationToken,
-) -> Result<(), Abandoned> {
+) -> Result<u64, Abandoned> {
+    let mut retried = 0;
     let mut pending: Vec<&Outbound> = records.iter().collect();
     let mut delay = Duration::from_millis(100);
     while !pending.is_empty() {
@@ -235,6 +281,7 @@ pub async fn deliver_all(
             }
         }
         if !failed.is_empty() {
+            retried += failed.len() as u64;
             warn!(
                 message = "delivery failed, retrying",
                 records = failed.len(),
@@ -246,7 +293,7 @@ pub async fn deliver_all(
         }
         pending = failed;
     }
-    Ok(())
+    Ok(retried)
 }
 
 /// The next offset to consume of every partition a batch touched.
@@ -378,7 +425,7 @@ pub async fn consume_batches<H: BatchHandler>(
 /// Waits for a first message, then gathers more until the batch is full or `linger` has passed.
 /// `None` once `shutdown` fires; a batch being gathered then is dropped unstored.
 async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<LagContext>,
     settings: BatchSettings,
     shutdown: &CancellationToken,
 ) -> Option<Vec<OwnedMessage>> {
@@ -437,4 +484,33 @@ pub async fn delete_topics(brokers: &str, names: &[String]) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// A client kept for readiness checks: can the broker be reached now?
+pub struct Probe {
+    client: BaseProducer,
+}
+
+impl Probe {
+    pub fn new(brokers: &str) -> anyhow::Result<Self> {
+        let client = base_config(brokers)
+            .create()
+            .with_context(|| format!("cannot create a kafka client for {brokers}"))?;
+        Ok(Self { client })
+    }
+
+    /// Asks the cluster for its metadata; an error says why it did not answer within `timeout`.
+    pub async fn check(probe: &Arc<Self>, timeout: Duration) -> Result<(), String> {
+        let probe = probe.clone();
+        tokio::task::spawn_blocking(move || {
+            probe
+                .client
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
 }

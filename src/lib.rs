@@ -10,9 +10,11 @@
 //! - [`fetch`]: one fetch run: randomuser.me (or the built-in generator) -> `users_info`.
 //! - [`stages`]: the `timestamp` and `tags` enrichment stages.
 //! - [`sink`]: enriched users -> PostgreSQL `random_users`, batched, idempotent.
+//! - [`metrics`]: the Prometheus metrics every component feeds, rendered by `GET /metrics`.
 //! - [`db`]: the PostgreSQL connection pool.
 //! - [`scheduler`]: schedule files (hot reloaded), firings, runs with overlap control, timeouts, retries.
 //! - [`journal`]: every job run's record, in the log and in PostgreSQL `job_runs`.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/api/jobs`.
 //! - [`app`]: `userpipe run`: starts the roles and stops them on one shutdown signal.
 //! - [`bench`]: `userpipe bench`: end-to-end throughput and latency against the running stack.
 //! - [`cli`]: the command line; `src/main.rs` only calls [`cli::main`].
@@ -25,8 +27,10 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod fetch;
+pub mod http;
 pub mod journal;
 pub mod kafka;
+pub mod metrics;
 pub mod record;
 pub mod scheduler;
 pub mod sink;

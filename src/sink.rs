@@ -2,7 +2,7 @@
 //! idempotent upsert on `id`; offsets are stored only after the transaction commits.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::config::{Config, TopicsConfig, dead_letter_topic};
 use crate::db;
 use crate::kafka::{self, Abandoned, BatchHandler, BatchSettings, Outbound, Received};
+use crate::metrics::{METRICS, StageCounters};
 use crate::record::{self, UserRow};
 
 /// The stage name on the sink's dead letters.
@@ -32,6 +33,7 @@ pub async fn run(
         producer: kafka::producer(&config.kafka.brokers)?,
         dead_letters: dead_letter_topic(&topics.enriched),
         max_message_bytes: config.stages.max_message_bytes,
+        counters: METRICS.stage(STAGE),
     });
     let settings = BatchSettings {
         max: config.sink.batch_size,
@@ -58,6 +60,7 @@ struct SinkHandler {
     producer: FutureProducer,
     dead_letters: String,
     max_message_bytes: usize,
+    counters: StageCounters,
 }
 
 /// A prepared batch: rows to write with the message each came from, and dead letters.
@@ -70,6 +73,7 @@ impl BatchHandler for SinkHandler {
     type Work = SinkWork;
 
     fn prepare(&self, batch: Vec<Received>) -> SinkWork {
+        self.counters.consumed.inc_by(batch.len() as u64);
         let mut work = SinkWork {
             rows: Vec::with_capacity(batch.len()),
             dead: Vec::new(),
@@ -92,14 +96,17 @@ impl BatchHandler for SinkHandler {
         mut work: SinkWork,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
+        let started = Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
             match insert_rows(&self.pool, work.rows.iter().map(|(row, _)| row)).await {
                 Ok(inserted) => {
                     debug!(message = "batch written", rows = work.rows.len(), inserted);
+                    self.counters.produced.inc_by(inserted);
                     break;
                 }
                 Err(error) if db::is_transient(&error) => {
+                    self.counters.failed.inc();
                     warn!(message = "cannot write batch, retrying", rows = work.rows.len(), %error, retry_in_ms = delay.as_millis() as u64);
                     kafka::backoff(delay, abandon).await?;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -113,20 +120,19 @@ impl BatchHandler for SinkHandler {
                 }
             }
         }
-        kafka::deliver_all(&self.producer, &work.dead, abandon).await
+        METRICS.sink_batch_rows.observe(work.rows.len() as f64);
+        METRICS
+            .sink_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let retried = kafka::deliver_all(&self.producer, &work.dead, abandon).await?;
+        self.counters.failed.inc_by(retried);
+        self.counters.dead_lettered.inc_by(work.dead.len() as u64);
+        Ok(())
     }
 }
 
 impl SinkHandler {
     fn dead_letter(&self, message: &Received, error: &str) -> Outbound {
-        warn!(
-            message = "dead-lettering a message",
-            stage = STAGE,
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            error
-        );
         Outbound::dead_letter(message, &self.dead_letters, STAGE, error)
     }
 

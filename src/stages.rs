@@ -7,10 +7,10 @@ use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::config::{Config, TopicsConfig, dead_letter_topic};
 use crate::kafka::{self, Abandoned, BatchHandler, BatchSettings, Outbound, Received};
+use crate::metrics::{METRICS, StageCounters};
 use crate::record::{self, RecordError};
 
 /// Which stage.
@@ -77,6 +77,7 @@ pub async fn run(
         dead_letters: dead_letter_topic(stage.input(topics)),
         max_message_bytes: config.stages.max_message_bytes,
         producer: kafka::producer(&config.kafka.brokers)?,
+        counters: METRICS.stage(stage.name()),
     });
     let settings = BatchSettings {
         max: config.stages.batch_size,
@@ -101,14 +102,23 @@ struct StageHandler {
     dead_letters: String,
     max_message_bytes: usize,
     producer: FutureProducer,
+    counters: StageCounters,
+}
+
+/// A prepared batch: the records to produce, `dead` of them dead letters.
+struct StageWork {
+    records: Vec<Outbound>,
+    dead: u64,
 }
 
 impl BatchHandler for StageHandler {
-    type Work = Vec<Outbound>;
+    type Work = StageWork;
 
-    fn prepare(&self, batch: Vec<Received>) -> Vec<Outbound> {
+    fn prepare(&self, batch: Vec<Received>) -> StageWork {
+        self.counters.consumed.inc_by(batch.len() as u64);
         let stamp = record::timestamp_text(Utc::now());
-        batch
+        let mut dead = 0;
+        let records = batch
             .iter()
             .map(|message| {
                 match self
@@ -122,14 +132,7 @@ impl BatchHandler for StageHandler {
                         headers: Vec::new(),
                     },
                     Err(error) => {
-                        warn!(
-                            message = "dead-lettering a message",
-                            stage = self.stage.name(),
-                            topic = message.topic(),
-                            partition = message.partition(),
-                            offset = message.offset(),
-                            %error
-                        );
+                        dead += 1;
                         Outbound::dead_letter(
                             message,
                             &self.dead_letters,
@@ -139,15 +142,22 @@ impl BatchHandler for StageHandler {
                     }
                 }
             })
-            .collect()
+            .collect();
+        StageWork { records, dead }
     }
 
     async fn complete(
         &self,
-        work: Vec<Outbound>,
+        work: StageWork,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        kafka::deliver_all(&self.producer, &work, abandon).await
+        let retried = kafka::deliver_all(&self.producer, &work.records, abandon).await?;
+        self.counters.failed.inc_by(retried);
+        self.counters.dead_lettered.inc_by(work.dead);
+        self.counters
+            .produced
+            .inc_by(work.records.len() as u64 - work.dead);
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! `scripts/stack up` starts (its `scripts/stack env` says where they listen).
 
 mod fetch;
+mod http;
 mod pipeline;
 mod scheduler;
 mod smoke;

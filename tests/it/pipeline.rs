@@ -36,9 +36,7 @@ impl Pipeline {
         let shutdown = CancellationToken::new();
         let task = {
             let (config, shutdown) = (config.clone(), shutdown.clone());
-            tokio::spawn(
-                async move { app::run(&config, &config.topics, &Role::ALL, shutdown).await },
-            )
+            tokio::spawn(async move { app::run(&config, &Role::PIPELINE, shutdown).await })
         };
         Self { shutdown, task }
     }
@@ -458,7 +456,14 @@ async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice()
     config.stages.batch_size = 500;
     prepare(&config, &db.pool).await;
     let dir = tempfile::tempdir().unwrap();
-    let start = || Userpipe::spawn(&config, dir.path(), "userpipe.log", &["run"]);
+    let start = || {
+        Userpipe::spawn(
+            &config,
+            dir.path(),
+            "userpipe.log",
+            &["run", "--roles", "timestamp,tags,sink"],
+        )
+    };
 
     let chunk = 12_000;
     let users = generated_users(chunk * 3, 14, None);

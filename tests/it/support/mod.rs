@@ -117,6 +117,8 @@ pub fn config_for(kafka: &TestKafka, database_url: &str) -> Config {
     config.topics = config.topics.prefixed(&kafka.topic(""));
     config.database.url = Secret::new(database_url);
     config.fetch.source = "generator".into();
+    // Tests run side by side: each HTTP listener gets a port of its own.
+    config.http.listen = "127.0.0.1:0".into();
     config
 }
 

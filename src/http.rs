@@ -1,0 +1,170 @@
+//! The HTTP endpoints of `userpipe run`: `/healthz` (alive), `/readyz` (Kafka and PostgreSQL reachable and
+//! every role running), `/metrics` (Prometheus), `/api/jobs` (recent job runs as JSON).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::journal::{self, RunFilter};
+use crate::kafka::Probe;
+use crate::metrics::METRICS;
+
+/// How long a readiness check waits for Kafka or PostgreSQL.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which roles of this process are running.
+#[derive(Debug, Default)]
+pub struct Roles(Mutex<BTreeMap<&'static str, bool>>);
+
+impl Roles {
+    pub fn set(&self, role: &'static str, running: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(role, running);
+    }
+
+    fn snapshot(&self) -> BTreeMap<&'static str, bool> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct HttpState {
+    pub kafka: Arc<Probe>,
+    pub pool: Option<PgPool>,
+    pub roles: Arc<Roles>,
+}
+
+/// The readiness verdict, as `/readyz` answers it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub kafka: String,
+    pub postgresql: String,
+    pub roles: BTreeMap<String, bool>,
+}
+
+/// Serves the endpoints on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/jobs", get(jobs))
+        .with_state(state);
+    if let Ok(address) = listener.local_addr() {
+        info!(message = "http endpoints listening", %address);
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let kafka = match Probe::check(&state.kafka, CHECK_TIMEOUT).await {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("unreachable: {e}"),
+    };
+    let postgresql = match &state.pool {
+        None => "not used".to_owned(),
+        Some(pool) => {
+            match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
+                Ok(Ok(_)) => "ok".to_owned(),
+                Ok(Err(e)) => format!("unreachable: {e}"),
+                Err(_) => "unreachable: no answer within 2s".to_owned(),
+            }
+        }
+    };
+    let roles: BTreeMap<String, bool> = state
+        .roles
+        .snapshot()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let ready =
+        kafka == "ok" && !postgresql.starts_with("unreachable") && roles.values().all(|r| *r);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            ready,
+            kafka,
+            postgresql,
+            roles,
+        }),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let failed = match &state.pool {
+        None => -1,
+        Some(pool) => {
+            let query = sqlx::query_scalar::<_, i64>("SELECT failed_count FROM pg_stat_archiver")
+                .fetch_one(pool);
+            match tokio::time::timeout(CHECK_TIMEOUT, query).await {
+                Ok(Ok(n)) => n,
+                _ => -1,
+            }
+        }
+    };
+    METRICS.archiver_failed.set(failed);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        METRICS.render(),
+    )
+        .into_response()
+}
+
+/// `GET /api/jobs?schedule=&status=&limit=`
+#[derive(Debug, Deserialize)]
+struct JobsQuery {
+    schedule: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn jobs(State(state): State<HttpState>, Query(query): Query<JobsQuery>) -> Response {
+    let Some(pool) = &state.pool else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process has no database\n",
+        )
+            .into_response();
+    };
+    let filter = RunFilter {
+        schedule: query.schedule,
+        status: query.status,
+        since: None,
+        limit: query.limit.unwrap_or(50).clamp(1, 1000),
+    };
+    match journal::list(pool, &filter).await {
+        Ok(runs) => Json(runs).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}\n")).into_response(),
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP endpoints of `userpipe run` against the real stack: metrics that parse and move, readiness that
+//! follows PostgreSQL, and a configuration dump that keeps the password to itself.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use userpipe::app::{App, Role};
+use userpipe::config::Config;
+use userpipe::http::Readiness;
+
+use crate::support::cluster::TestCluster;
+use crate::support::{TestDb, TestKafka, config_for, prepare, wait_for};
+
+/// `userpipe run` with the pipeline roles in this process; the base URL of its HTTP endpoints.
+async fn start(
+    config: &Config,
+) -> (
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let app = App::build(config, &Role::PIPELINE)
+        .await
+        .expect("build the app");
+    let base = format!("http://127.0.0.1:{}", app.http_port().expect("http is on"));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    (base, shutdown, task)
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (
+        response.status().as_u16(),
+        response.text().await.expect("a body"),
+    )
+}
+
+/// The value of the sample `name` with exactly `labels`, from Prometheus text.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape =
+        prometheus_parse::Scrape::parse(lines).expect("the metrics parse as Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_their_counters_move_when_users_flow() {
+    let (kafka, db) = (TestKafka::new(), TestDb::new().await);
+    let config = config_for(&kafka, &db.url());
+    prepare(&config, &db.pool).await;
+    let (base, shutdown, task) = start(&config).await;
+
+    assert_eq!(
+        get(&format!("{base}/healthz")).await,
+        (200, "ok\n".to_owned())
+    );
+    let (status, body) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    let before =
+        |stage: &str| sample(&body, "userpipe_consumed_total", &[("stage", stage)]).unwrap_or(0.0);
+    let (timestamp0, sink0) = (before("timestamp"), before("sink"));
+
+    let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
+    userpipe::fetch::run(&config, &producer, 50, uuid::Uuid::new_v4())
+        .await
+        .expect("publish 50 users");
+    wait_for("50 rows", Duration::from_secs(60), || async {
+        (crate::support::row_count(&db.pool).await == 50).then_some(())
+    })
+    .await;
+
+    let (_, body) = get(&format!("{base}/metrics")).await;
+    let now = |name: &str, stage: &str| sample(&body, name, &[("stage", stage)]).unwrap_or(0.0);
+    assert!(
+        now("userpipe_consumed_total", "timestamp") >= timestamp0 + 50.0,
+        "{body}"
+    );
+    assert!(
+        now("userpipe_consumed_total", "sink") >= sink0 + 50.0,
+        "{body}"
+    );
+    assert!(now("userpipe_produced_total", "tags") >= 50.0, "{body}");
+    assert!(now("userpipe_produced_total", "sink") >= 50.0, "{body}");
+    assert!(body.contains("userpipe_sink_batch_rows_bucket"), "{body}");
+    assert!(body.contains("userpipe_dead_lettered_total"), "{body}");
+
+    let (status, body) = get(&format!("{base}/api/jobs")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!([])
+    );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_unready_while_postgres_is_down_and_ready_when_it_returns() {
+    let kafka = TestKafka::new();
+    let cluster = TestCluster::start();
+    let config = config_for(&kafka, &cluster.url());
+    let (base, shutdown, task) = start(&config).await;
+    let readyz = format!("{base}/readyz");
+    let readiness = |want: u16| {
+        let readyz = readyz.clone();
+        async move {
+            let (status, body) = get(&readyz).await;
+            (status == want)
+                .then(|| serde_json::from_str::<Readiness>(&body).expect("readiness json"))
+        }
+    };
+
+    let ready = wait_for("ready", Duration::from_secs(30), || readiness(200)).await;
+    assert!(ready.ready && ready.kafka == "ok" && ready.postgresql == "ok");
+    assert_eq!(ready.roles.len(), 3);
+
+    cluster.stop();
+    let unready = wait_for("unready", Duration::from_secs(30), || readiness(503)).await;
+    assert!(!unready.ready);
+    assert!(unready.postgresql.starts_with("unreachable"), "{unready:?}");
+    assert_eq!(unready.kafka, "ok");
+
+    cluster.start_again();
+    wait_for("ready again", Duration::from_secs(30), || readiness(200)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[test]
+fn config_show_never_prints_the_database_password() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"))
+        .args(["config", "show"])
+        .env(
+            "DATABASE_URL",
+            "postgres://pipe:s3cr3t-Pa55@db.example:5432/users",
+        )
+        .env_remove("USERPIPE_CONFIG")
+        .output()
+        .expect("run userpipe config show");
+    assert!(output.status.success());
+    let shown = String::from_utf8(output.stdout).unwrap();
+    let errors = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        !shown.contains("s3cr3t") && !errors.contains("s3cr3t"),
+        "{shown}{errors}"
+    );
+    assert!(
+        shown.contains("postgres://pipe:***@db.example:5432/users"),
+        "{shown}"
+    );
+}
