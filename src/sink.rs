@@ -79,8 +79,7 @@ impl BatchHandler for SinkHandler {
             dead: Vec::new(),
         };
         for message in batch {
-            let row = record::parse_object(message.payload(), self.max_message_bytes)
-                .and_then(|user| record::row_from(&user));
+            let row = record::row_from_payload(message.payload(), self.max_message_bytes);
             match row {
                 Ok(row) => work.rows.push((row, message)),
                 Err(error) => work

@@ -1,6 +1,10 @@
 //! The user record as it travels the topics: built from a randomuser.me result, enriched by the two
 //! stages, and checked before it becomes a row. Pure code, no I/O; the contract is design.md section 2.
 
+mod fast;
+
+pub use fast::{FastUser, append_fields};
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -161,8 +165,8 @@ pub fn user_from_randomuser(
     Ok(user)
 }
 
-/// Parses a message payload into a JSON object, refusing empty, oversized and non-object payloads.
-pub fn parse_object(payload: Option<&[u8]>, limit: usize) -> Result<Object, RecordError> {
+/// The payload's bytes, refusing an empty or oversized payload.
+pub fn bytes_within(payload: Option<&[u8]>, limit: usize) -> Result<&[u8], RecordError> {
     let bytes = payload.ok_or(RecordError::Empty)?;
     if bytes.len() > limit {
         return Err(RecordError::Oversized {
@@ -170,11 +174,26 @@ pub fn parse_object(payload: Option<&[u8]>, limit: usize) -> Result<Object, Reco
             limit,
         });
     }
+    Ok(bytes)
+}
+
+/// Parses a message payload into a JSON object, refusing empty, oversized and non-object payloads.
+pub fn parse_object(payload: Option<&[u8]>, limit: usize) -> Result<Object, RecordError> {
+    let bytes = bytes_within(payload, limit)?;
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(other) => Err(RecordError::NotObject(kind(&other))),
         Err(error) => Err(RecordError::NotJson(error.to_string())),
     }
+}
+
+/// The sink's view of a payload: the fast path when it plainly passes, else the slow path and its error.
+pub fn row_from_payload(payload: Option<&[u8]>, limit: usize) -> Result<UserRow, RecordError> {
+    let bytes = bytes_within(payload, limit)?;
+    if let Some(row) = FastUser::parse(bytes).and_then(|(user, id)| user.row(id)) {
+        return Ok(row);
+    }
+    row_from(&parse_object(Some(bytes), limit)?)
 }
 
 /// Checks that `user` keeps the `users_info` contract and returns its `id`.
@@ -307,12 +326,15 @@ fn parse_time(name: &str, value: &Value) -> Result<DateTime<Utc>, RecordError> {
 
 fn parse_stage_time(name: &str, value: &Value) -> Result<DateTime<Utc>, RecordError> {
     let text = expect_str(name, value)?;
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .map(|t| t.and_utc())
-        .map_err(|error| RecordError::Invalid {
-            field: name.to_owned(),
-            reason: format!("{text:?} is not a \"YYYY-MM-DD HH:MM:SS\" time ({error})"),
-        })
+    parse_stage_text(text).map_err(|error| RecordError::Invalid {
+        field: name.to_owned(),
+        reason: format!("{text:?} is not a \"YYYY-MM-DD HH:MM:SS\" time ({error})"),
+    })
+}
+
+/// Stage 1's `timestamp` text as a time, read as UTC.
+fn parse_stage_text(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
 }
 
 fn wrong_type(name: &str, expected: &'static str, found: &Value) -> RecordError {
