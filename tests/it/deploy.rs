@@ -574,24 +574,12 @@ fn mentions(text: &str, name: &str) -> bool {
 
 // ---- README -----------------------------------------------------------------------------------------------
 
-/// The `docker compose` section and where it came from. It belongs in README.md; until README.md has
-/// it, docs/compose-section.md holds the text to paste there, and is read instead. Once pasted, delete
-/// that file and this fallback.
+/// README.md's `docker compose` section, and the file it came from.
 fn compose_section() -> (&'static str, String) {
     const TITLE: &str = "docker compose";
-    if let Some(section) = markdown_section(&read_file("README.md"), TITLE) {
-        return ("README.md", section);
-    }
-    let stand_in = "docs/compose-section.md";
-    match std::fs::read_to_string(repo().join(stand_in)) {
-        Ok(text) => (
-            stand_in,
-            markdown_section(&text, TITLE)
-                .unwrap_or_else(|| panic!("{stand_in} has no heading containing \"{TITLE}\"")),
-        ),
-        Err(_) => panic!(
-            "README.md has no section whose heading contains \"{TITLE}\" (any case), and {stand_in} is gone"
-        ),
+    match markdown_section(&read_file("README.md"), TITLE) {
+        Some(section) => ("README.md", section),
+        None => panic!("README.md has no section whose heading contains \"{TITLE}\" (any case)"),
     }
 }
 
