@@ -413,6 +413,7 @@ async fn run_now(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no schedule {name}: cannot read {}", path.display()))?;
     let schedule = scheduler::schedule::parse(&path, &text)?;
+    kafka_topics(config).await?;
     let pool = db::lazy_pool(config.database.url.expose(), 2)?;
     let shutdown = CancellationToken::new();
     let (journal, writer) = Journal::start(Some(pool.clone()), shutdown.clone());

@@ -23,6 +23,8 @@ pub const MAX_RESULTS: usize = 5000;
 /// What a fetch run did; it goes into the run's log and journal.
 #[derive(Debug, Clone, Serialize)]
 pub struct FetchReport {
+    /// The run's id (already the journal record's own).
+    #[serde(skip)]
     pub run_id: Uuid,
     pub requested: usize,
     pub received: usize,
