@@ -13,7 +13,7 @@ use crate::app::{self, Role};
 use crate::bench::{self, BenchOptions};
 use crate::config::Config;
 use crate::journal::{self, Journal, RunRecord, Status, Trigger};
-use crate::{db, fetch, scheduler};
+use crate::{backup, db, fetch, pgconf, scheduler};
 
 /// userpipe: the user-data pipeline on Kafka and PostgreSQL, and its operations.
 #[derive(Debug, Parser)]
@@ -87,6 +87,16 @@ enum Command {
         #[command(subcommand)]
         command: SchedulesCommand,
     },
+    /// The WAL-archiving settings of pgconf.file against the running PostgreSQL
+    Pgconf {
+        #[command(subcommand)]
+        command: PgconfCommand,
+    },
+    /// Base backups: take, list, verify, prune, and prove one restores
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Job runs: list the recent ones (default), show one, or run a schedule now
     #[command(args_conflicts_with_subcommands = true)]
     Jobs {
@@ -136,6 +146,34 @@ enum JobsCommand {
     },
     /// Run a schedule now (trigger `manual`), under the same overlap guard as scheduled runs
     Run { schedule: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum PgconfCommand {
+    /// Compare with the server; exit 0 when in force, 1 on drift, 2 when a restart is needed
+    Check,
+    /// Show the settings that differ, server first
+    Diff,
+    /// Write the differences with ALTER SYSTEM and reload; exit 2 when a restart is still needed
+    Apply,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Take a base backup now, verify it, then apply retention
+    Run,
+    /// The backups in backup.dir, oldest first
+    List {
+        /// JSON lines instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a backup again with pg_verifybackup; exit 1 when it fails
+    Verify { id: String },
+    /// Delete what retention chooses: all but the newest backup.keep verified backups
+    Prune,
+    /// Restore a backup (default: the newest verified) into a throwaway server from the WAL archive
+    RestoreTest { id: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +265,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = dir.unwrap_or_else(|| config.scheduler.dir.clone());
             return check_schedules(&dir);
         }
+        Command::Pgconf { command } => return pgconf_command(&config, command).await,
+        Command::Backup { command } => return backup_command(&config, command).await,
         Command::Jobs {
             command: None,
             list,
@@ -428,6 +468,112 @@ async fn run_now(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
         Some(Status::Succeeded) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
+}
+
+/// `pgconf check | diff | apply`.
+async fn pgconf_command(config: &Config, command: PgconfCommand) -> anyhow::Result<ExitCode> {
+    let file = pgconf::DesiredFile::load(&config.pgconf.file)?;
+    let mut conn = pgconf::connect(config.database.url.expose()).await?;
+    let outcome = match command {
+        PgconfCommand::Check => {
+            let comparisons = pgconf::check(&mut conn, &file).await?;
+            print!("{}", pgconf::render_check(&file.path, &comparisons));
+            pgconf::Outcome::of(&comparisons)
+        }
+        PgconfCommand::Diff => {
+            let comparisons = pgconf::check(&mut conn, &file).await?;
+            print!("{}", pgconf::render_diff(&file.path, &comparisons));
+            pgconf::Outcome::InForce
+        }
+        PgconfCommand::Apply => {
+            let applied = pgconf::apply(&mut conn, &file).await?;
+            print!("{}", pgconf::render_applied(&applied));
+            pgconf::Outcome::of(&applied.after)
+        }
+    };
+    Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// `backup run | list | verify | prune | restore-test`. Runs and drills stop cleanly on SIGINT/SIGTERM:
+/// dropping them kills pg_basebackup or the throwaway server and removes what they left.
+async fn backup_command(config: &Config, command: BackupCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BackupCommand::Run => {
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = until_signal(backup::run(config, progress)).await?;
+            println!(
+                "backup {} verified: {} at {} (WAL {} to {}), took {} ms",
+                report.id,
+                backup::human_bytes(report.bytes),
+                report.path.display(),
+                report.start_lsn,
+                report.end_lsn,
+                report.duration_ms
+            );
+            if !report.pruned.is_empty() {
+                println!("retention deleted {}", report.pruned.join(", "));
+            }
+            if let Some(error) = report.prune_error {
+                eprintln!("userpipe: retention failed: {error}");
+            }
+        }
+        BackupCommand::List { json } => {
+            let listed = backup::list(&config.backup.dir)?;
+            if json {
+                for backup in &listed {
+                    println!("{}", serde_json::to_string(backup)?);
+                }
+            } else {
+                print!("{}", backup::render_list(&listed));
+            }
+        }
+        BackupCommand::Verify { id } => {
+            let verification = backup::verify(config, &id).await?;
+            if !verification.ok {
+                println!("backup {id} FAILED verification:");
+                for problem in &verification.problems {
+                    println!("  {problem}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("backup {id} verified");
+        }
+        BackupCommand::Prune => {
+            let pruned = backup::prune(&config.backup.dir, config.backup.keep)?;
+            if pruned.is_empty() {
+                println!("nothing to delete (keep {})", config.backup.keep);
+            } else {
+                println!("deleted {}", pruned.join(", "));
+            }
+        }
+        BackupCommand::RestoreTest { id } => {
+            let report = until_signal(backup::drill::run(config, id.as_deref())).await?;
+            let newest = report
+                .newest_commit_time
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "none replayed".into());
+            println!(
+                "backup {} restores: {} rows in random_users, recovery took {:.1} s ({} WAL segments from the archive), newest commit {newest}",
+                report.backup_id,
+                report.rows,
+                report.recovery_seconds,
+                report.wal_segments_restored
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `work` until it ends or SIGINT/SIGTERM comes; then it is dropped (its clean-up runs) and this
+/// fails.
+async fn until_signal<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let shutdown = shutdown_on_signal();
+    tokio::select! {
+        result = work => result,
+        _ = shutdown.cancelled() => anyhow::bail!("stopped by a signal; nothing was kept"),
+    }
 }
 
 async fn kafka_topics(config: &Config) -> anyhow::Result<()> {

@@ -23,6 +23,65 @@ pub struct Config {
     pub sink: SinkConfig,
     pub scheduler: SchedulerConfig,
     pub http: HttpConfig,
+    pub backup: BackupConfig,
+    pub pgconf: PgconfConfig,
+}
+
+/// Base backups, the WAL archive they are recovered from, and the restore drill.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The folder of base backups, one `<id>` folder each with its `backup.json` (`USERPIPE_BACKUP_DIR`).
+    pub dir: PathBuf,
+    /// The WAL archive: the folder `archive-wal.sh` writes segments to, as this process sees it; the
+    /// restore drill's `restore_command` reads it (`USERPIPE_WAL_ARCHIVE`).
+    pub wal_archive: PathBuf,
+    /// Verified backups kept by retention, newest first (1 or more; the newest verified one is never
+    /// deleted).
+    pub keep: usize,
+    /// The folder of the PostgreSQL programs (`pg_basebackup`, `pg_verifybackup`, `pg_ctl`, `postgres`);
+    /// empty: found on the PATH with `which`, then in `/usr/lib/postgresql/<newest>/bin`
+    /// (`USERPIPE_PG_BIN`).
+    pub pg_bin: PathBuf,
+    /// The folder the restore drill makes its scratch folder in; empty: the system's temporary folder.
+    /// The drill's server user must be able to reach it.
+    pub scratch: PathBuf,
+    /// The operating-system user the restore drill's throwaway server runs as when userpipe runs as root
+    /// (PostgreSQL refuses root); otherwise the server runs as userpipe's own user.
+    pub drill_user: String,
+    /// Longest one step may take: `pg_basebackup`, `pg_verifybackup`, or the drill's recovery.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("backups"),
+            wal_archive: PathBuf::from("wal-archive"),
+            keep: 4,
+            pg_bin: PathBuf::new(),
+            scratch: PathBuf::new(),
+            drill_user: "postgres".into(),
+            timeout: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// The PostgreSQL settings userpipe keeps in force.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgconfConfig {
+    /// The desired WAL-archiving settings, in postgresql.conf syntax (`USERPIPE_PGCONF`).
+    pub file: PathBuf,
+}
+
+impl Default for PgconfConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("pgconf/archiving.conf"),
+        }
+    }
 }
 
 /// The HTTP endpoints: `/healthz`, `/readyz`, `/metrics`, `/api/jobs`.
@@ -258,13 +317,17 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Environment variables that override keys of the file, in the order they are applied.
-pub const ENV_OVERRIDES: [(&str, &str); 6] = [
+pub const ENV_OVERRIDES: [(&str, &str); 10] = [
     ("USERPIPE_KAFKA_BROKERS", "kafka.brokers"),
     ("DATABASE_URL", "database.url"),
     ("USERPIPE_SOURCE", "fetch.source"),
     ("USERPIPE_GROUP_PREFIX", "kafka.group_prefix"),
     ("USERPIPE_SCHEDULES", "scheduler.dir"),
     ("USERPIPE_HTTP_ADDR", "http.listen"),
+    ("USERPIPE_BACKUP_DIR", "backup.dir"),
+    ("USERPIPE_WAL_ARCHIVE", "backup.wal_archive"),
+    ("USERPIPE_PG_BIN", "backup.pg_bin"),
+    ("USERPIPE_PGCONF", "pgconf.file"),
 ];
 
 impl Config {
@@ -308,6 +371,10 @@ impl Config {
                 "fetch.source" => self.fetch.source = value,
                 "kafka.group_prefix" => self.kafka.group_prefix = value,
                 "scheduler.dir" => self.scheduler.dir = PathBuf::from(value),
+                "backup.dir" => self.backup.dir = PathBuf::from(value),
+                "backup.wal_archive" => self.backup.wal_archive = PathBuf::from(value),
+                "backup.pg_bin" => self.backup.pg_bin = PathBuf::from(value),
+                "pgconf.file" => self.pgconf.file = PathBuf::from(value),
                 "http.listen" => self.http.listen = value,
                 other => bail!("no override for {other}"),
             }
@@ -334,11 +401,18 @@ impl Config {
                 self.stages.max_message_bytes as i64,
             ),
             ("sink.batch_size", self.sink.batch_size as i64),
+            ("backup.keep", self.backup.keep as i64),
         ];
         for (key, value) in positive {
             if value < 1 {
                 bail!("{key} must be 1 or more, not {value}");
             }
+        }
+        if self.backup.drill_user.trim().is_empty() {
+            bail!("backup.drill_user is empty");
+        }
+        if self.backup.timeout.is_zero() {
+            bail!("backup.timeout must be more than 0s");
         }
         if self.kafka.brokers.trim().is_empty() {
             bail!("kafka.brokers is empty");
@@ -429,6 +503,34 @@ mod tests {
     }
 
     #[test]
+    fn environment_overrides_the_backup_and_pgconf_paths() {
+        let mut config = Config::default();
+        config
+            .apply_env(|name| match name {
+                "USERPIPE_BACKUP_DIR" => Some("/var/lib/userpipe/backups".into()),
+                "USERPIPE_WAL_ARCHIVE" => Some("/var/lib/postgresql/wal-archive".into()),
+                "USERPIPE_PG_BIN" => Some("/usr/lib/postgresql/16/bin".into()),
+                "USERPIPE_PGCONF" => Some("/etc/userpipe/pgconf/archiving.conf".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.backup.dir, Path::new("/var/lib/userpipe/backups"));
+        assert_eq!(
+            config.backup.wal_archive,
+            Path::new("/var/lib/postgresql/wal-archive")
+        );
+        assert_eq!(
+            config.backup.pg_bin,
+            Path::new("/usr/lib/postgresql/16/bin")
+        );
+        assert_eq!(
+            config.pgconf.file,
+            Path::new("/etc/userpipe/pgconf/archiving.conf")
+        );
+        assert_eq!(config.backup.keep, 4);
+    }
+
+    #[test]
     fn secrets_never_print() {
         let mut config = Config::default();
         config.database.url = Secret::new("postgres://u:hunter2@db:5432/x");
@@ -446,6 +548,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(error, "sink.batch_size must be 1 or more, not 0");
+        let error = Config::parse("[backup]\nkeep = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "backup.keep must be 1 or more, not 0");
         let error = Config::parse("[fetch]\nsource = \"randomuser\"\n")
             .unwrap()
             .validate()

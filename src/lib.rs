@@ -14,6 +14,8 @@
 //! - [`db`]: the PostgreSQL connection pool.
 //! - [`scheduler`]: schedule files (hot reloaded), firings, runs with overlap control, timeouts, retries.
 //! - [`journal`]: every job run's record, in the log and in PostgreSQL `job_runs`.
+//! - [`pgconf`]: the WAL-archiving settings kept in force (ALTER SYSTEM), the archiver's health.
+//! - [`backup`]: verified base backups (pg_basebackup, pg_verifybackup), retention, the restore drill.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/api/jobs`.
 //! - [`app`]: `userpipe run`: starts the roles and stops them on one shutdown signal.
 //! - [`bench`]: `userpipe bench`: end-to-end throughput and latency against the running stack.
@@ -22,6 +24,7 @@
 use std::time::Duration;
 
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -31,6 +34,7 @@ pub mod http;
 pub mod journal;
 pub mod kafka;
 pub mod metrics;
+pub mod pgconf;
 pub mod record;
 pub mod scheduler;
 pub mod sink;

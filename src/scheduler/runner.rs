@@ -15,11 +15,21 @@ use uuid::Uuid;
 use super::lock::{self, ScheduleLock};
 use super::schedule::{JobSpec, Overlap, Schedule};
 use crate::config::Config;
-use crate::fetch;
 use crate::journal::{self, Journal, RunRecord, Status, Trigger};
+use crate::{backup, fetch, pgconf};
 
 /// How long the guards may wait for PostgreSQL before the run goes ahead without them.
 const GUARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A job's failure that still has an account for the journal (the archiver's statistics of a failed
+/// `pgconf-enforce`, ...): the run is recorded `failed` with `message` as its error and `detail` as its
+/// detail.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct JobFailure {
+    pub message: String,
+    pub detail: serde_json::Value,
+}
 
 /// Runs jobs; shared by the scheduler and `userpipe jobs run`.
 pub struct Runner {
@@ -145,9 +155,15 @@ impl Runner {
                 tokio::time::timeout(schedule.timeout, self.execute(&schedule.job, run_id)).await;
             let finished = match outcome {
                 Ok(Ok(detail)) => started.finished(Status::Succeeded).with_detail(detail),
-                Ok(Err(e)) => started
-                    .finished(Status::Failed)
-                    .with_error(format!("{e:#}")),
+                Ok(Err(e)) => {
+                    let failed = started
+                        .finished(Status::Failed)
+                        .with_error(format!("{e:#}"));
+                    match e.downcast_ref::<JobFailure>() {
+                        Some(failure) => failed.with_detail(failure.detail.clone()),
+                        None => failed,
+                    }
+                }
                 Err(_) => started.finished(Status::TimedOut).with_reason(format!(
                     "cancelled after the timeout of {}",
                     humantime::format_duration(schedule.timeout)
@@ -187,6 +203,19 @@ impl Runner {
                 let report = fetch::run(&config, &self.producer, params.results, run_id).await?;
                 Ok(serde_json::to_value(report)?)
             }
+            JobSpec::BaseBackup(params) => {
+                let mut config = self.config.clone();
+                if let Some(keep) = params.keep {
+                    config.backup.keep = keep;
+                }
+                let report = backup::run(&config, false).await?;
+                Ok(serde_json::to_value(report)?)
+            }
+            JobSpec::RestoreDrill(_) => {
+                let report = backup::drill::run(&self.config, None).await?;
+                Ok(serde_json::to_value(report)?)
+            }
+            JobSpec::PgconfEnforce(params) => pgconf::enforce(&self.config, params.apply).await,
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct Schedule {
 #[serde(tag = "job", content = "params", rename_all = "kebab-case")]
 pub enum JobSpec {
     FetchUsers(FetchParams),
+    BaseBackup(BackupParams),
+    RestoreDrill(DrillParams),
+    PgconfEnforce(PgconfParams),
 }
 
 impl JobSpec {
@@ -46,12 +49,20 @@ impl JobSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::FetchUsers(_) => "fetch-users",
+            JobSpec::BaseBackup(_) => "base-backup",
+            JobSpec::RestoreDrill(_) => "restore-drill",
+            JobSpec::PgconfEnforce(_) => "pgconf-enforce",
         }
     }
 }
 
 /// The job kinds, as written in schedule files.
-pub const JOB_KINDS: [&str; 1] = ["fetch-users"];
+pub const JOB_KINDS: [&str; 4] = [
+    "fetch-users",
+    "base-backup",
+    "restore-drill",
+    "pgconf-enforce",
+];
 
 /// `[params]` of `fetch-users`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -76,6 +87,35 @@ impl Default for FetchParams {
 
 fn one() -> usize {
     1
+}
+
+/// `[params]` of `base-backup`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Verified backups to keep, instead of `backup.keep` (1 or more).
+    #[serde(default)]
+    pub keep: Option<usize>,
+}
+
+/// `[params]` of `restore-drill`: none; the drill takes the newest verified backup.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillParams {}
+
+/// `[params]` of `pgconf-enforce`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgconfParams {
+    /// Write drifting settings with ALTER SYSTEM and reload (true), or only check and report (false).
+    #[serde(default = "yes")]
+    pub apply: bool,
+}
+
+impl Default for PgconfParams {
+    fn default() -> Self {
+        Self { apply: true }
+    }
 }
 
 /// What happens when a firing comes while the previous run of the schedule is still going.
@@ -199,6 +239,39 @@ pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
                 None => FetchParams::default(),
             };
             (JobSpec::FetchUsers(params), raw.without_params())
+        }
+        "base-backup" => {
+            let raw: RawSchedule<BackupParams> = toml::from_str(text).map_err(toml_error)?;
+            let params = match raw.params.clone() {
+                Some(p) if p.get_ref().keep == Some(0) => {
+                    return Err(at(
+                        Some(p.span()),
+                        "params.keep must be 1 or more: the newest verified backup is always kept"
+                            .into(),
+                    ));
+                }
+                Some(p) => p.into_inner(),
+                None => BackupParams::default(),
+            };
+            (JobSpec::BaseBackup(params), raw.without_params())
+        }
+        "restore-drill" => {
+            let raw: RawSchedule<DrillParams> = toml::from_str(text).map_err(toml_error)?;
+            let params = raw
+                .params
+                .clone()
+                .map(Spanned::into_inner)
+                .unwrap_or_default();
+            (JobSpec::RestoreDrill(params), raw.without_params())
+        }
+        "pgconf-enforce" => {
+            let raw: RawSchedule<PgconfParams> = toml::from_str(text).map_err(toml_error)?;
+            let params = raw
+                .params
+                .clone()
+                .map(Spanned::into_inner)
+                .unwrap_or_default();
+            (JobSpec::PgconfEnforce(params), raw.without_params())
         }
         other => {
             return Err(at(
@@ -401,7 +474,7 @@ mod tests {
         );
         check_error(
             "job = \"fetch-user\"\ncron = \"* * * * *\"\n",
-            "schedules/test.toml:1:7: unknown job `fetch-user`: the jobs are fetch-users",
+            "schedules/test.toml:1:7: unknown job `fetch-user`: the jobs are fetch-users, base-backup, restore-drill, pgconf-enforce",
         );
         check_error(
             "job = \"fetch-users\"\ncron = \"* * * * *\"\ncolour = 1\n",
@@ -427,6 +500,58 @@ mod tests {
             "job = \"fetch-users\"\ncron = [\n",
             "schedules/test.toml:2:9: ",
         );
+    }
+
+    #[test]
+    fn operations_jobs_and_their_params() {
+        let job = |text: &str| parse_text(text).unwrap().job;
+        assert_eq!(
+            job("job = \"base-backup\"\ncron = \"0 2 * * 6\"\n"),
+            JobSpec::BaseBackup(BackupParams { keep: None })
+        );
+        assert_eq!(
+            job("job = \"base-backup\"\ncron = \"0 2 * * 6\"\n[params]\nkeep = 2\n"),
+            JobSpec::BaseBackup(BackupParams { keep: Some(2) })
+        );
+        assert_eq!(
+            job("job = \"restore-drill\"\ncron = \"0 4 * * 6\"\n"),
+            JobSpec::RestoreDrill(DrillParams {})
+        );
+        assert_eq!(
+            job("job = \"pgconf-enforce\"\ncron = \"*/5 * * * *\"\n"),
+            JobSpec::PgconfEnforce(PgconfParams { apply: true })
+        );
+        assert_eq!(
+            job("job = \"pgconf-enforce\"\ncron = \"*/5 * * * *\"\n[params]\napply = false\n"),
+            JobSpec::PgconfEnforce(PgconfParams { apply: false })
+        );
+        check_error(
+            "job = \"base-backup\"\ncron = \"0 2 * * 6\"\n[params]\nkeep = 0\n",
+            "schedules/test.toml:3:1: params.keep must be 1 or more",
+        );
+        check_error(
+            "job = \"restore-drill\"\ncron = \"0 4 * * 6\"\n[params]\nbackup = \"x\"\n",
+            "schedules/test.toml:4:1: unknown field `backup`",
+        );
+    }
+
+    #[test]
+    fn the_shipped_schedules_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+        for (name, kind, cron) in [
+            ("base-backup", "base-backup", "0 2 * * 6"),
+            ("restore-drill", "restore-drill", "0 4 * * 6"),
+            ("pgconf-enforce", "pgconf-enforce", "*/5 * * * *"),
+        ] {
+            let path = dir.join(format!("{name}.toml"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let schedule = parse(&path, &text).unwrap();
+            assert_eq!(
+                (schedule.job.kind(), schedule.cron_text.as_str()),
+                (kind, cron)
+            );
+            assert_eq!(schedule.timezone, Tz::UTC);
+        }
     }
 
     #[test]
