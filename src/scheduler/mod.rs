@@ -5,7 +5,8 @@
 //! change moves the firing by an hour) and have been seen to stop when a tick falls into the past. So each
 //! firing here is a one-shot job for the next fire time, computed by [`schedule::next_fires`] in the
 //! schedule's own timezone; when it fires, the run is spawned apart and the next firing is added at once,
-//! from the later of the planned time and now. A run that outlasts its interval delays nothing. (Its timer
+//! after the planned time (firings missed by less than a minute of delay are made up, later ones skipped).
+//! A run that outlasts its interval delays nothing. (Its timer
 //! also counts whole seconds from the current whole second; `State::plan` sets the delay accordingly.)
 
 pub mod lock;
@@ -70,6 +71,23 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Loaded> {
         }
     }
     Ok(loaded)
+}
+
+/// How far behind the scheduler may fall and still make up the firings it missed, one after another; past
+/// this (the process was paused, the machine slept) it skips to the next firing from now.
+const CATCH_UP: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Where to look for the next firing after the one planned at `planned` came due at `now`.
+fn next_after(planned: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    if now - planned > CATCH_UP {
+        warn!(
+            message = "the scheduler fell behind; skipping the firings it missed",
+            behind_s = (now - planned).num_seconds()
+        );
+        now
+    } else {
+        planned
+    }
 }
 
 /// A firing that came due: which schedule (and which version of it), and the planned time.
@@ -149,7 +167,7 @@ pub async fn run(
                     }
                     runner.fire(&schedule, Trigger::Schedule, Some(planned)).await
                 });
-                state.plan(&fired.name, planned.max(Utc::now())).await;
+                state.plan(&fired.name, next_after(planned, Utc::now())).await;
             }
         }
     }
@@ -319,5 +337,27 @@ impl State {
             },
             Err(e) => error!(message = "cannot plan the next firing", schedule = name, error = %e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_firing_plans_from_its_planned_time_unless_far_behind() {
+        let planned: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let late = planned + chrono::TimeDelta::seconds(3);
+        assert_eq!(
+            next_after(planned, late),
+            planned,
+            "three seconds late: the missed firings are made up"
+        );
+        let asleep = planned + chrono::TimeDelta::minutes(10);
+        assert_eq!(
+            next_after(planned, asleep),
+            asleep,
+            "ten minutes behind: skip to now"
+        );
     }
 }
