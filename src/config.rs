@@ -52,6 +52,9 @@ pub struct BackupConfig {
     /// Longest one step may take: `pg_basebackup`, `pg_verifybackup`, or the drill's recovery.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// The most pg_basebackup reads from the server per second (its `--max-rate`: kB/s, or with a `k` or
+    /// `M` suffix; 32k to 1024M), to spare the server's disk; empty: no limit.
+    pub max_rate: String,
 }
 
 impl Default for BackupConfig {
@@ -64,6 +67,7 @@ impl Default for BackupConfig {
             scratch: PathBuf::new(),
             drill_user: "postgres".into(),
             timeout: Duration::from_secs(2 * 3600),
+            max_rate: String::new(),
         }
     }
 }
@@ -414,6 +418,17 @@ impl Config {
         if self.backup.timeout.is_zero() {
             bail!("backup.timeout must be more than 0s");
         }
+        let rate = self.backup.max_rate.trim_end_matches(['k', 'M']);
+        if !self.backup.max_rate.is_empty()
+            && (rate.is_empty()
+                || !rate.chars().all(|c| c.is_ascii_digit())
+                || self.backup.max_rate.len() - rate.len() > 1)
+        {
+            bail!(
+                "backup.max_rate must be kB/s, or a number with k or M (e.g. \"50M\"), not {:?}",
+                self.backup.max_rate
+            );
+        }
         if self.kafka.brokers.trim().is_empty() {
             bail!("kafka.brokers is empty");
         }
@@ -554,6 +569,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(error, "backup.keep must be 1 or more, not 0");
+        for (rate, valid) in [
+            ("", true),
+            ("50M", true),
+            ("32k", true),
+            ("1000", true),
+            ("5G", false),
+            ("M", false),
+            ("1kM", false),
+        ] {
+            let config = Config::parse(&format!("[backup]\nmax_rate = \"{rate}\"\n")).unwrap();
+            assert_eq!(config.validate().is_ok(), valid, "{rate:?}");
+        }
         let error = Config::parse("[fetch]\nsource = \"randomuser\"\n")
             .unwrap()
             .validate()

@@ -154,6 +154,9 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
             "--no-password",
         ])
         .arg(format!("--label={label}"));
+    if !config.backup.max_rate.is_empty() {
+        command.arg(format!("--max-rate={}", config.backup.max_rate));
+    }
     if progress {
         command.arg("--progress");
     }

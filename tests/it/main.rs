@@ -4,6 +4,7 @@
 mod deploy;
 mod fetch;
 mod http;
+mod pgops;
 mod pipeline;
 mod scheduler;
 mod smoke;

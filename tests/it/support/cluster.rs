@@ -1,10 +1,25 @@
-//! A private, throwaway PostgreSQL cluster for tests that stop the server: `initdb` into a temporary
-//! folder, run as the `postgres` user (PostgreSQL refuses root), on a free loopback port.
+//! A private, throwaway PostgreSQL cluster for tests that stop the server or change its settings:
+//! `initdb` into a temporary folder, run as the `postgres` user (PostgreSQL refuses root), on a free
+//! loopback port. The folder belongs to `postgres`, so what the server must read or write (the WAL
+//! archive, `archive-wal.sh`, scratch folders) lives in it, never in the checkout, which `postgres` may
+//! not be able to reach.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
+
+/// How a test cluster is set up.
+#[derive(Debug, Default)]
+pub struct ClusterOptions {
+    /// Archive WAL from the start: `archive_mode = on` with `pgconf/archive-wal.sh` into [`TestCluster::archive`]
+    /// (no `archive_timeout`: tests switch segments themselves).
+    pub archiving: bool,
+    /// Replication connections (pg_basebackup) need this password (scram-sha-256) for `postgres`;
+    /// ordinary connections stay trusted.
+    pub replication_password: Option<String>,
+}
 
 /// A cluster of its own; stopped and removed when dropped.
 pub struct TestCluster {
@@ -16,6 +31,11 @@ pub struct TestCluster {
 impl TestCluster {
     /// Creates and starts a cluster with trust authentication on 127.0.0.1.
     pub fn start() -> Self {
+        Self::start_with(ClusterOptions::default())
+    }
+
+    /// Creates and starts a cluster as `options` say.
+    pub fn start_with(options: ClusterOptions) -> Self {
         let bin = PathBuf::from(std::env::var("USERPIPE_PG_BIN").unwrap_or_else(|_| {
             panic!("USERPIPE_PG_BIN is not set: use `eval \"$(scripts/stack env)\"`")
         }));
@@ -40,17 +60,97 @@ impl TestCluster {
                 "--locale=C",
             ],
         );
-        let conf = format!(
+        let mut conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = replica\nmax_wal_senders = 4\n",
             path(cluster.dir.path())
         );
+        // The archive folder and the archive script are always there; `archiving` switches them on.
+        let script = cluster.archive_script();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("pgconf/archive-wal.sh"),
+            &script,
+        )
+        .expect("copy archive-wal.sh");
+        cluster.make_dir("archive");
+        if options.archiving {
+            conf.push_str(&format!(
+                "archive_mode = on\narchive_command = '{} %p {}/%f'\n",
+                script.display(),
+                cluster.archive().display()
+            ));
+        }
         std::fs::write(
             Path::new(&cluster.data()).join("postgresql.auto.conf"),
             conf,
         )
         .expect("write the settings");
+        if options.replication_password.is_some() {
+            std::fs::write(
+                Path::new(&cluster.data()).join("pg_hba.conf"),
+                "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .expect("write pg_hba.conf");
+        }
         cluster.start_again();
+        if let Some(password) = &options.replication_password {
+            assert!(
+                password
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                "a plain test password"
+            );
+            cluster.psql(&format!("ALTER ROLE postgres PASSWORD '{password}'"));
+        }
         cluster
+    }
+
+    /// The cluster's own folder (owned by `postgres`).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A new folder `name` in the cluster's folder, owned by `postgres`.
+    pub fn make_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir(&dir).expect("make a folder");
+        run("chown", &["postgres:postgres", path(&dir)]);
+        dir
+    }
+
+    /// The WAL archive folder.
+    pub fn archive(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+
+    /// This cluster's copy of `pgconf/archive-wal.sh`.
+    pub fn archive_script(&self) -> PathBuf {
+        self.dir.path().join("archive-wal.sh")
+    }
+
+    /// A new connection to the `postgres` database.
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url())
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    /// Stops and starts the server.
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Runs one SQL statement with psql over the cluster's socket (for set-up that cannot take bound
+    /// parameters).
+    fn psql(&self, sql: &str) {
+        let socket = path(self.dir.path()).to_owned();
+        let port = self.port.to_string();
+        self.as_postgres(
+            "psql",
+            &[
+                "-X", "-q", "-h", &socket, "-p", &port, "-d", "postgres", "-c", sql,
+            ],
+        );
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`
@@ -72,7 +172,8 @@ impl TestCluster {
         self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
-    fn data(&self) -> String {
+    /// The data folder.
+    pub fn data(&self) -> String {
         format!("{}/data", path(self.dir.path()))
     }
 
