@@ -132,6 +132,7 @@ impl App {
                     kafka: Arc::new(kafka::Probe::new(&self.config.kafka.brokers)?),
                     pool: self.pool.clone(),
                     roles: roles.clone(),
+                    backup_dir: self.config.backup.dir.clone(),
                 };
                 Some(tokio::spawn(http::serve(listener, state, shutdown.clone())))
             }

@@ -2,6 +2,7 @@
 //! every role running), `/metrics` (Prometheus), `/api/jobs` (recent job runs as JSON).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::backup;
 use crate::journal::{self, RunFilter};
 use crate::kafka::Probe;
 use crate::metrics::METRICS;
@@ -46,6 +48,8 @@ pub struct HttpState {
     pub kafka: Arc<Probe>,
     pub pool: Option<PgPool>,
     pub roles: Arc<Roles>,
+    /// The base backups, for the time of the newest verified one.
+    pub backup_dir: PathBuf,
 }
 
 /// The readiness verdict, as `/readyz` answers it.
@@ -131,6 +135,14 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         }
     };
     METRICS.archiver_failed.set(failed);
+    let dir = state.backup_dir.clone();
+    let newest = tokio::task::spawn_blocking(move || newest_verified_backup(&dir))
+        .await
+        .ok()
+        .flatten();
+    METRICS
+        .last_verified_backup
+        .set(newest.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0));
     (
         [(
             header::CONTENT_TYPE,
@@ -167,4 +179,15 @@ async fn jobs(State(state): State<HttpState>, Query(query): Query<JobsQuery>) ->
         Ok(runs) => Json(runs).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}\n")).into_response(),
     }
+}
+
+/// When the newest backup that passed verification finished.
+fn newest_verified_backup(dir: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
+    backup::list(dir)
+        .ok()?
+        .into_iter()
+        .filter_map(|b| b.metadata)
+        .filter(|m| m.verification.ok)
+        .map(|m| m.finished_at)
+        .max()
 }

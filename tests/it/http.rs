@@ -55,10 +55,56 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+/// A backup folder with its `backup.json`, as a base-backup run leaves it.
+fn write_backup(
+    dir: &std::path::Path,
+    id: &str,
+    finished_at: chrono::DateTime<chrono::Utc>,
+    ok: bool,
+) {
+    let metadata = userpipe::backup::Metadata {
+        id: id.to_owned(),
+        label: format!("userpipe {id}"),
+        started_at: finished_at - chrono::Duration::minutes(3),
+        finished_at,
+        bytes: 1,
+        server_version: "15.18".into(),
+        server_version_num: 150018,
+        pg_basebackup: "pg_basebackup (PostgreSQL) 15.18".into(),
+        timeline: 1,
+        start_lsn: "0/2000028".into(),
+        end_lsn: "0/2000100".into(),
+        start_wal: None,
+        verification: userpipe::backup::Verification {
+            ok,
+            at: finished_at,
+            problems: Vec::new(),
+        },
+    };
+    let folder = dir.join(id);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("backup.json"),
+        serde_json::to_vec(&metadata).unwrap(),
+    )
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_their_counters_move_when_users_flow() {
     let (kafka, db) = (TestKafka::new(), TestDb::new().await);
-    let config = config_for(&kafka, &db.url());
+    let mut config = config_for(&kafka, &db.url());
+    // One verified backup and one that failed verification, later: the gauge shows the verified one.
+    let backups = tempfile::tempdir().unwrap();
+    let verified_at: chrono::DateTime<chrono::Utc> = "2026-11-21T02:03:04Z".parse().unwrap();
+    write_backup(backups.path(), "20261121T020000Z", verified_at, true);
+    write_backup(
+        backups.path(),
+        "20261128T020000Z",
+        verified_at + chrono::Duration::days(7),
+        false,
+    );
+    config.backup.dir = backups.path().to_owned();
     prepare(&config, &db.pool).await;
     let (base, shutdown, task) = start(&config).await;
 
@@ -95,6 +141,12 @@ async fn metrics_parse_and_their_counters_move_when_users_flow() {
     assert!(now("userpipe_produced_total", "sink") >= 50.0, "{body}");
     assert!(body.contains("userpipe_sink_batch_rows_bucket"), "{body}");
     assert!(body.contains("userpipe_dead_lettered_total"), "{body}");
+    let newest = sample(
+        &body,
+        "userpipe_last_verified_backup_timestamp_seconds",
+        &[],
+    );
+    assert_eq!(newest, Some(verified_at.timestamp() as f64));
 
     let (status, body) = get(&format!("{base}/api/jobs")).await;
     assert_eq!(status, 200);
