@@ -760,13 +760,13 @@ pub struct ArchiverStats {
     pub last_archived_wal: Option<String>,
     pub last_archived_time: Option<DateTime<Utc>>,
     /// Seconds since the last segment was archived, by the server's clock.
-    pub last_archived_age_seconds: Option<i64>,
+    pub last_archived_age_seconds: Option<f64>,
     pub last_failed_wal: Option<String>,
     pub last_failed_time: Option<DateTime<Utc>>,
     /// Finished segments waiting for the archive (`.ready` files).
     pub waiting_segments: i64,
     /// Seconds the oldest of them has waited.
-    pub oldest_waiting_age_seconds: Option<i64>,
+    pub oldest_waiting_age_seconds: Option<f64>,
     /// The server's time of the reading.
     pub checked_at: DateTime<Utc>,
 }
@@ -801,7 +801,9 @@ pub async fn archiver(conn: &mut PgConnection) -> anyhow::Result<ArchiverStats> 
     .fetch_one(&mut *conn)
     .await
     .context("cannot read pg_stat_archiver")?;
-    let age = |t: Option<DateTime<Utc>>| t.map(|t| (row.now - t).num_seconds().max(0));
+    let age = |t: Option<DateTime<Utc>>| {
+        t.map(|t| (row.now - t).num_milliseconds().max(0) as f64 / 1000.0)
+    };
     Ok(ArchiverStats {
         last_archived_age_seconds: age(row.last_archived_time),
         oldest_waiting_age_seconds: age(row.oldest_waiting),
@@ -834,8 +836,8 @@ pub fn archiving_problem(stats: &ArchiverStats) -> Option<String> {
             stats.failed_count
         ));
     }
-    let limit = 2 * stats.archive_timeout_seconds;
-    if limit > 0
+    let limit = 2.0 * stats.archive_timeout_seconds as f64;
+    if limit > 0.0
         && let Some(waited) = stats.oldest_waiting_age_seconds
         && waited > limit
         && stats
@@ -843,11 +845,11 @@ pub fn archiving_problem(stats: &ArchiverStats) -> Option<String> {
             .is_none_or(|age| age > limit)
     {
         let last = match stats.last_archived_age_seconds {
-            Some(age) => format!("the last segment was archived {age}s ago"),
+            Some(age) => format!("the last segment was archived {age:.0}s ago"),
             None => "no segment was ever archived".into(),
         };
         return Some(format!(
-            "archiving is behind: {} segment(s) wait, the oldest for {waited}s, and {last}, more than twice archive_timeout ({limit}s)",
+            "archiving is behind: {} segment(s) wait, the oldest for {waited:.0}s, and {last}, more than twice archive_timeout ({limit:.0}s)",
             stats.waiting_segments
         ));
     }
@@ -1214,7 +1216,7 @@ mod tests {
             failed_count: 0,
             last_archived_wal: Some("000000010000000000000009".into()),
             last_archived_time: Some(now - chrono::Duration::seconds(30)),
-            last_archived_age_seconds: Some(30),
+            last_archived_age_seconds: Some(30.0),
             last_failed_wal: None,
             last_failed_time: None,
             waiting_segments: 0,
@@ -1256,26 +1258,32 @@ mod tests {
         assert_eq!(archiving_problem(&recovered), None);
         // Idle for an hour, nothing waiting: healthy.
         let idle = ArchiverStats {
-            last_archived_age_seconds: Some(3600),
+            last_archived_age_seconds: Some(3600.0),
             ..s.clone()
         };
         assert_eq!(archiving_problem(&idle), None);
         // Idle for an hour, a segment finished a moment ago: not yet behind.
         let fresh = ArchiverStats {
             waiting_segments: 1,
-            oldest_waiting_age_seconds: Some(2),
+            oldest_waiting_age_seconds: Some(2.0),
             ..idle.clone()
         };
         assert_eq!(archiving_problem(&fresh), None);
         // A segment has waited more than twice archive_timeout and nothing was archived since: behind.
         let stuck = ArchiverStats {
             waiting_segments: 2,
-            oldest_waiting_age_seconds: Some(121),
-            last_archived_age_seconds: Some(500),
+            oldest_waiting_age_seconds: Some(120.4),
+            last_archived_age_seconds: Some(500.0),
             ..s.clone()
         };
         let problem = archiving_problem(&stuck).unwrap();
-        assert!(problem.starts_with("archiving is behind: 2 segment(s) wait, the oldest for 121s, and the last segment was archived 500s ago"), "{problem}");
+        assert!(problem.starts_with("archiving is behind: 2 segment(s) wait, the oldest for 120s, and the last segment was archived 500s ago"), "{problem}");
+        // Exactly twice archive_timeout is not yet behind.
+        let edge = ArchiverStats {
+            oldest_waiting_age_seconds: Some(120.0),
+            ..stuck.clone()
+        };
+        assert_eq!(archiving_problem(&edge), None);
         let never = ArchiverStats {
             last_archived_age_seconds: None,
             last_archived_time: None,

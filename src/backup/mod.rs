@@ -572,6 +572,7 @@ fn progress_bar(show: bool) -> ProgressBar {
 /// (not worth keeping for an error message).
 fn show_progress(bar: &ProgressBar, line: &str) -> bool {
     if let Some((done, total)) = parse_progress(line) {
+        bar.set_message("pg_basebackup");
         bar.set_length(total * 1024);
         bar.set_position(done * 1024);
         return false;

@@ -509,7 +509,7 @@ async fn pgconf_enforce_records_the_archiver_and_fails_when_archiving_fails() {
     );
     assert_eq!(archiver["failed_count"], 0);
     assert!(
-        archiver["last_archived_age_seconds"].as_i64().is_some(),
+        archiver["last_archived_age_seconds"].as_f64().is_some(),
         "{archiver}"
     );
     assert_eq!(archiver["archive_timeout_seconds"], 60);
@@ -544,6 +544,80 @@ async fn pgconf_enforce_records_the_archiver_and_fails_when_archiving_fails() {
     let archiver = &run.detail.unwrap()["archiver"];
     assert_eq!(archiver["last_failed_wal"], segment.as_str());
     assert!(archiver["failed_count"].as_i64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgconf_enforce_fails_when_wal_waits_longer_than_twice_archive_timeout() {
+    // An archive command that hangs (a stalled network mount) while the hold file exists: nothing fails,
+    // nothing is archived, segments wait.
+    let root = tempfile::tempdir().unwrap();
+    let hold = root.path().join("hold");
+    std::fs::write(&hold, "").unwrap();
+    let command = format!(
+        "while [ -e {} ]; do sleep 0.1; done; exit 1",
+        hold.display()
+    );
+    let cluster = TestCluster::start_with(ClusterOptions {
+        archiving: true,
+        archive_command: Some(command.clone()),
+        ..Default::default()
+    });
+    let (kafka, db, dir) = (
+        TestKafka::new(),
+        TestDb::new().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let mut config = cluster_config(&cluster, &kafka, &db, &dir.path().join("backups"));
+    config.pgconf.file = dir.path().join("archiving.conf");
+    std::fs::write(
+        &config.pgconf.file,
+        format!("archive_mode = on\narchive_command = '{command}'\narchive_timeout = 1s\n"),
+    )
+    .unwrap();
+    let mut conn = cluster.connect().await;
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    wait_for(
+        "a segment waiting more than 2s",
+        Duration::from_secs(30),
+        || async {
+            let mut conn = cluster.connect().await;
+            let waited: Option<f64> = sqlx::query_scalar(
+                "SELECT extract(epoch FROM now() - min(modification))::float8 \
+                 FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            waited.filter(|w| *w > 2.5).map(|_| ())
+        },
+    )
+    .await;
+
+    let run = fire(
+        &config,
+        &db,
+        "enforce_behind",
+        "job = \"pgconf-enforce\"\ncron = \"@yearly\"\n",
+    )
+    .await;
+    assert_eq!(run.status, "failed", "{:?}", run.detail);
+    let error = run.error.unwrap();
+    assert!(
+        error.starts_with("archiving is behind: 1 segment(s) wait, the oldest for"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("no segment was ever archived, more than twice archive_timeout (2s)"),
+        "{error}"
+    );
+    let archiver = &run.detail.unwrap()["archiver"];
+    assert_eq!(archiver["waiting_segments"], 1);
+    assert_eq!(archiver["failed_count"], 0);
+    assert_eq!(archiver["archive_timeout_seconds"], 1);
+    std::fs::remove_file(&hold).unwrap();
 }
 
 // ---- base backups -------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ pub struct ClusterOptions {
     /// Archive WAL from the start: `archive_mode = on` with `pgconf/archive-wal.sh` into [`TestCluster::archive`]
     /// (no `archive_timeout`: tests switch segments themselves).
     pub archiving: bool,
+    /// With `archiving`, this archive_command instead of the script.
+    pub archive_command: Option<String>,
     /// Replication connections (pg_basebackup) need this password (scram-sha-256) for `postgres`;
     /// ordinary connections stay trusted.
     pub replication_password: Option<String>,
@@ -73,10 +75,12 @@ impl TestCluster {
         .expect("copy archive-wal.sh");
         cluster.make_dir("archive");
         if options.archiving {
+            let command = options.archive_command.clone().unwrap_or_else(|| {
+                format!("{} %p {}/%f", script.display(), cluster.archive().display())
+            });
+            assert!(!command.contains('\''), "a command without quotes");
             conf.push_str(&format!(
-                "archive_mode = on\narchive_command = '{} %p {}/%f'\n",
-                script.display(),
-                cluster.archive().display()
+                "archive_mode = on\narchive_command = '{command}'\n"
             ));
         }
         std::fs::write(
