@@ -93,6 +93,9 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     };
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create the scratch parent {}", parent.display()))?;
+    // Absolute: it is also the server's socket folder.
+    let parent = std::fs::canonicalize(&parent)
+        .with_context(|| format!("cannot open the scratch parent {}", parent.display()))?;
     let mut scratch = Scratch::create(&parent, pg_ctl, user)?;
     info!(message = "restore drill started", backup = %chosen.id, scratch = %scratch.dir.display());
 

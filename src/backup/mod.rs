@@ -471,11 +471,16 @@ struct KillGroupOnDrop {
 impl Drop for KillGroupOnDrop {
     fn drop(&mut self) {
         if let Some(group) = self.group.take() {
-            // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
+            kill_group(group);
         }
+    }
+}
+
+/// SIGKILL to every process of process group `group`.
+fn kill_group(group: i32) {
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
     }
 }
 
@@ -527,11 +532,22 @@ async fn run_program(
             }
             Ok::<_, std::io::Error>(())
         };
+        // A forked helper (pg_basebackup's WAL streamer) shares the pipes: when the program fails, its
+        // group is killed at once, so a helper left behind cannot keep the pipes open until the timeout.
+        let waiting = async {
+            let status = child.wait().await?;
+            if !status.success()
+                && let Some(group) = group.group
+            {
+                kill_group(group);
+            }
+            Ok::<_, std::io::Error>(status)
+        };
         let mut sink = Vec::new();
-        let (out, err) = tokio::join!(stdout.read_to_end(&mut sink), read_stderr);
+        let (out, err, status) = tokio::join!(stdout.read_to_end(&mut sink), read_stderr, waiting);
         out?;
         err?;
-        let status = child.wait().await?;
+        let status = status?;
         Ok::<_, std::io::Error>(ProgramOutput {
             status,
             stderr: tail,
