@@ -28,6 +28,10 @@ pub struct BenchOptions {
     pub users: usize,
     /// Steady publish rate in users per second; `None` publishes as fast as Kafka takes them.
     pub rate: Option<u64>,
+    /// Publish every user before the pipeline starts, then time only the pipeline draining them, from the
+    /// first row to the last: its capacity without the publisher competing for the cores (no latency
+    /// figures then).
+    pub preload: bool,
 }
 
 /// The figures of one run.
@@ -36,23 +40,27 @@ pub struct BenchReport {
     pub users: usize,
     pub seconds: f64,
     pub users_per_second: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    /// Publish-to-row latency; `None` for a preloaded run.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
     pub peak_rss_mb: f64,
 }
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
+        let latency = match (self.p50_ms, self.p99_ms) {
+            (Some(p50), Some(p99)) => format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
+            _ => "not measured (users were preloaded)".to_owned(),
+        };
+        writeln!(f, "users: {}", self.users)?;
+        writeln!(f, "elapsed: {:.2} s", self.seconds)?;
+        writeln!(
             f,
-            "users: {}\nelapsed: {:.2} s\nthroughput: {:.0} users/s end to end\nlatency publish->row: p50 {:.0} ms, p99 {:.0} ms\npeak rss: {:.1} MB",
-            self.users,
-            self.seconds,
-            self.users_per_second,
-            self.p50_ms,
-            self.p99_ms,
-            self.peak_rss_mb
-        )
+            "throughput: {:.0} users/s end to end",
+            self.users_per_second
+        )?;
+        writeln!(f, "latency publish->row: {latency}")?;
+        write!(f, "peak rss: {:.1} MB", self.peak_rss_mb)
     }
 }
 
@@ -81,7 +89,18 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         db::migrate(&pool).await?;
         let specs = app::topic_specs(&config, &topics);
         kafka::ensure_topics(&config.kafka.brokers, &specs).await?;
+        let progress = ProgressBar::new(options.users as u64);
+        progress.set_style(
+            ProgressStyle::with_template("{spinner} {pos}/{len} rows {per_sec} {wide_bar} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let mut published_at = HashMap::with_capacity(options.users);
+        if options.preload {
+            publish(&config, &topics.users, options, &mut published_at, None).await?;
+            published_at.clear();
+        }
         let shutdown = CancellationToken::new();
+        let started_at = Utc::now();
         let pipeline = {
             let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
             let health = Arc::new(Roles::default());
@@ -89,7 +108,11 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
                 app::run_roles(&config, &Role::PIPELINE, Some(pool), &health, shutdown).await
             })
         };
-        let report = measure(&config, &topics.users, &pool, options).await;
+        if !options.preload {
+            let watch = Some((&pool, &progress));
+            publish(&config, &topics.users, options, &mut published_at, watch).await?;
+        }
+        let report = report(&pool, options, started_at, &published_at, &progress).await;
         shutdown.cancel();
         pipeline.await.context("the pipeline panicked")??;
         pool.close().await;
@@ -106,28 +129,24 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     outcome
 }
 
-async fn measure(
+/// Publishes `options.users` generated users to `topic`, noting when each was published; with `watch`,
+/// the progress bar follows the rows meanwhile.
+async fn publish(
     config: &Config,
     topic: &str,
-    pool: &sqlx::PgPool,
     options: &BenchOptions,
-) -> anyhow::Result<BenchReport> {
-    let progress = ProgressBar::new(options.users as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} {pos}/{len} rows {per_sec} {wide_bar} {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    published_at: &mut HashMap<Uuid, DateTime<Utc>>,
+    watch: Option<(&sqlx::PgPool, &ProgressBar)>,
+) -> anyhow::Result<()> {
     let producer = kafka::producer(&config.kafka.brokers)?;
     let never = CancellationToken::new();
     let mut generator = Generator::new(Some(42));
-    let mut published_at: HashMap<Uuid, DateTime<Utc>> = HashMap::with_capacity(options.users);
     // Chunks of 10 ms at a steady rate, else large chunks as fast as acknowledgements come back.
     let chunk = match options.rate {
         Some(rate) => ((rate / 100).max(1)) as usize,
         None => 5000,
     };
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
-    let started_at = Utc::now();
     let mut sent = 0;
     while sent < options.users {
         if options.rate.is_some() {
@@ -158,8 +177,21 @@ async fn measure(
             kafka::deliver_all(&producer, &records, &never).await.ok();
         }
         sent += n;
-        progress.set_position(row_count(pool).await?);
+        if let Some((pool, progress)) = watch {
+            progress.set_position(row_count(pool).await?);
+        }
     }
+    Ok(())
+}
+
+/// Waits until every row exists, then works out the figures.
+async fn report(
+    pool: &sqlx::PgPool,
+    options: &BenchOptions,
+    started_at: DateTime<Utc>,
+    published_at: &HashMap<Uuid, DateTime<Utc>>,
+    progress: &ProgressBar,
+) -> anyhow::Result<BenchReport> {
     loop {
         let rows = row_count(pool).await?;
         progress.set_position(rows);
@@ -174,6 +206,13 @@ async fn measure(
             .fetch_all(pool)
             .await?;
     let last = rows.iter().map(|(_, t)| *t).max().unwrap_or(started_at);
+    // A preloaded run times the drain from its first row: the consumers' start (joining their groups) is
+    // not the pipeline's capacity.
+    let started_at = if options.preload {
+        rows.iter().map(|(_, t)| *t).min().unwrap_or(started_at)
+    } else {
+        started_at
+    };
     let mut latencies: Vec<f64> = rows
         .iter()
         .filter_map(|(id, t)| {
@@ -183,13 +222,14 @@ async fn measure(
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let measured = !latencies.is_empty();
     let seconds = ((last - started_at).num_milliseconds() as f64 / 1000.0).max(0.001);
     Ok(BenchReport {
         users: options.users,
         seconds,
         users_per_second: options.users as f64 / seconds,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
+        p50_ms: measured.then(|| percentile(&latencies, 0.50)),
+        p99_ms: measured.then(|| percentile(&latencies, 0.99)),
         peak_rss_mb: peak_rss_kb().unwrap_or(0) as f64 / 1024.0,
     })
 }

@@ -72,8 +72,11 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         users: usize,
         /// Publish at this steady rate (users per second) instead of as fast as possible
-        #[arg(long)]
+        #[arg(long, conflicts_with = "preload")]
         rate: Option<u64>,
+        /// Publish every user first, then time only the pipeline draining them (its capacity)
+        #[arg(long)]
+        preload: bool,
     },
     /// Exit 0 when the running `userpipe run` on `http.listen` says it is ready (the container's HEALTHCHECK)
     Health,
@@ -251,8 +254,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db::migrate(&pool).await?;
             println!("migrations applied");
         }
-        Command::Bench { users, rate } => {
-            let report = bench::run(&config, &BenchOptions { users, rate }).await?;
+        Command::Bench {
+            users,
+            rate,
+            preload,
+        } => {
+            let options = BenchOptions {
+                users,
+                rate,
+                preload,
+            };
+            let report = bench::run(&config, &options).await?;
             println!("{report}");
         }
         Command::Config {
