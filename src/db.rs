@@ -1,4 +1,4 @@
-//! PostgreSQL: the connection pool, the schema migrations, and which errors are worth a retry.
+//! PostgreSQL: the connection pool, the schema migrations, and which errors are the data's fault.
 
 use std::time::Duration;
 
@@ -38,8 +38,9 @@ pub async fn migrate_when_reachable(
     loop {
         match MIGRATOR.run(pool).await {
             Ok(()) => return Ok(true),
-            Err(sqlx::migrate::MigrateError::Execute(e)) if is_transient(&e) => {
-                warn!(message = "cannot reach postgresql to apply migrations, retrying", error = %e, retry_in_ms = delay.as_millis() as u64);
+            // Unreachable, or reachable but not writable (a read-only standby after a failover): wait.
+            Err(sqlx::migrate::MigrateError::Execute(e)) if !is_data_error(&e) => {
+                warn!(message = "cannot apply migrations, retrying", error = %e, retry_in_ms = delay.as_millis() as u64);
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context("cannot apply the database migrations"));
@@ -79,24 +80,14 @@ pub async fn connect_with(
         .with_context(|| format!("cannot connect to postgresql at {host}:{port}"))
 }
 
-/// A failure that may pass: the connection, the server going away, contention. Anything else is the
-/// data's fault and retrying the same rows cannot help.
-pub fn is_transient(error: &sqlx::Error) -> bool {
+/// A failure caused by the data itself: the database will refuse the same rows again, whatever else
+/// changes. Class 22 (data exception: bad encoding, out-of-range value), class 23 (integrity constraint)
+/// and 54000 (program limit exceeded: a value too large).
+pub fn is_data_error(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // 08: connection exception, 53: insufficient resources, 57: operator intervention (shutdown),
-            // 58: system error, 40: transaction rollback (serialization, deadlock), 55P03: lock not available.
-            ["08", "53", "57", "58", "40"]
-                .iter()
-                .any(|class| code.starts_with(class))
-                || code == "55P03"
+            code.starts_with("22") || code.starts_with("23") || code == "54000"
         }
         _ => false,
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::db::is_transient;
+use crate::db::is_data_error;
 use crate::metrics::{METRICS, RunLabels, ScheduleLabels};
 
 /// Records waiting for PostgreSQL; past this the table misses records (the log still has them).
@@ -270,7 +270,9 @@ async fn write_records(
         loop {
             match upsert(&pool, &record).await {
                 Ok(()) => break,
-                Err(e) if is_transient(&e) => {
+                // Only a record the database refuses as data is dropped (the log keeps it); anything else
+                // (unreachable, not migrated yet, read-only) passes once fixed.
+                Err(e) if !is_data_error(&e) => {
                     warn!(message = "cannot write the journal, retrying", error = %e, retry_in_ms = delay.as_millis() as u64);
                     tokio::select! {
                         _ = stop.cancelled() => return,

@@ -96,26 +96,29 @@ impl BatchHandler for SinkHandler {
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
         let started = Instant::now();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match insert_rows(&self.pool, work.rows.iter().map(|(row, _)| row)).await {
-                Ok(inserted) => {
-                    debug!(message = "batch written", rows = work.rows.len(), inserted);
-                    self.counters.produced.inc_by(inserted);
-                    break;
-                }
-                Err(error) if db::is_transient(&error) => {
-                    self.counters.failed.inc();
-                    warn!(message = "cannot write batch, retrying", rows = work.rows.len(), %error, retry_in_ms = delay.as_millis() as u64);
-                    kafka::backoff(delay, abandon).await?;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => {
-                    // Some row is refused by the database itself: write them one by one to find it.
-                    warn!(message = "batch refused, writing its rows one by one", %error);
-                    work.dead
-                        .extend(self.write_one_by_one(&work.rows, abandon).await?);
-                    break;
+        match self
+            .write(work.rows.iter().map(|(row, _)| row), abandon)
+            .await?
+        {
+            Ok(inserted) => {
+                debug!(message = "batch written", rows = work.rows.len(), inserted);
+                self.counters.produced.inc_by(inserted);
+            }
+            Err(error) => {
+                // Some row's data is refused by the database itself: write them one by one to find it.
+                warn!(message = "batch refused, writing its rows one by one", %error);
+                for (row, message) in &work.rows {
+                    match self.write(std::iter::once(row), abandon).await? {
+                        Ok(inserted) => {
+                            self.counters.produced.inc_by(inserted);
+                        }
+                        Err(error) => {
+                            work.dead.push(self.dead_letter(
+                                message,
+                                &format!("database refused the row: {error}"),
+                            ))
+                        }
+                    }
                 }
             }
         }
@@ -135,37 +138,41 @@ impl SinkHandler {
         Outbound::dead_letter(message, &self.dead_letters, STAGE, error)
     }
 
-    /// Writes each row alone; returns the dead letters of the rows the database refuses.
-    async fn write_one_by_one(
+    /// Writes `rows` in one transaction, retrying with backoff until it commits, until the database
+    /// refuses the data itself (`Ok(Err(_))`: only then may rows be set aside), or until `abandon`. Every
+    /// other failure (connection, server shutting down, a missing table or permission, a read-only
+    /// standby, a query hanging past `QUERY_TIMEOUT`) is waited out: it passes once fixed, so skipping the
+    /// rows would lose them.
+    async fn write<'a>(
         &self,
-        rows: &[(UserRow, Received)],
+        rows: impl Iterator<Item = &'a UserRow> + Clone,
         abandon: &CancellationToken,
-    ) -> Result<Vec<Outbound>, Abandoned> {
-        let mut dead = Vec::new();
-        for (row, message) in rows {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match insert_rows(&self.pool, std::iter::once(row)).await {
-                    Ok(_) => break,
-                    Err(error) if db::is_transient(&error) => {
-                        kafka::backoff(delay, abandon).await?;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(error) => {
-                        dead.push(
-                            self.dead_letter(
-                                message,
-                                &format!("database refused the row: {error}"),
-                            ),
-                        );
-                        break;
-                    }
-                }
-            }
+    ) -> Result<Result<u64, sqlx::Error>, Abandoned> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = tokio::select! {
+                _ = abandon.cancelled() => return Err(Abandoned),
+                attempt = tokio::time::timeout(QUERY_TIMEOUT, insert_rows(&self.pool, rows.clone())) => attempt,
+            };
+            let error = match attempt {
+                Ok(Ok(inserted)) => return Ok(Ok(inserted)),
+                Ok(Err(error)) if db::is_data_error(&error) => return Ok(Err(error)),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!(
+                    "no answer within {}",
+                    humantime::format_duration(QUERY_TIMEOUT)
+                ),
+            };
+            self.counters.failed.inc();
+            warn!(message = "cannot write batch, retrying", %error, retry_in_ms = delay.as_millis() as u64);
+            kafka::backoff(delay, abandon).await?;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        Ok(dead)
     }
 }
+
+/// Longest wait for one insert before it is given up and tried again.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Inserts rows in one statement (one transaction); a user already there is left as it is.
 /// Returns how many rows were new.

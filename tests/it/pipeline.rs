@@ -501,3 +501,83 @@ async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice()
     let exited = child.terminate().await;
     assert!(exited.success(), "exit status {exited}");
 }
+
+/// `sql` on the stack's admin database (not the test's own).
+async fn admin(sql: &str, db: &TestDb) {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let pool = userpipe::db::connect(&url, 1)
+        .await
+        .expect("connect to the admin database");
+    sqlx::query(sqlx::AssertSqlSafe(sql.replace("{db}", &db.name)))
+        .execute(&pool)
+        .await
+        .expect("admin statement");
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_refusing_writes_for_another_reason_than_the_data_delays_rows_but_loses_none() {
+    let (kafka, db) = (TestKafka::new(), TestDb::new().await);
+    let config = config_for(&kafka, &db.url());
+    prepare(&config, &db.pool).await;
+    let users = generated_users(110, 15, None);
+    publish_users(&config, &users[..10]).await;
+    let pipeline = Pipeline::start(&config);
+    wait_for_rows(&db.pool, 10, Duration::from_secs(60)).await;
+
+    // As after a failover onto a standby: every session is read-only, every insert fails with 25006.
+    admin(
+        r#"ALTER DATABASE "{db}" SET default_transaction_read_only = on"#,
+        &db,
+    )
+    .await;
+    let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()";
+    admin(terminate, &db).await;
+    let check = userpipe::db::connect(&db.url(), 1).await.unwrap();
+    let rollbacks = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&check)
+        .await
+        .ok()
+    };
+    let before = rollbacks().await.unwrap_or(0);
+    publish_users(&config, &users[10..]).await;
+    wait_for(
+        "the sink to be refused a few times",
+        Duration::from_secs(60),
+        || async { (rollbacks().await? >= before + 3).then_some(()) },
+    )
+    .await;
+    let dead = dead_letter_topic(&config.topics.enriched);
+    let (_, dead_letters) = lag_and_total(
+        &config.kafka.brokers,
+        "none",
+        &dead,
+        config.kafka.partitions,
+    );
+    assert_eq!(
+        dead_letters, 0,
+        "nothing is dead-lettered for a fault that is not the data's"
+    );
+    assert_eq!(row_count(&check).await, 10);
+
+    // The operator fixes it; the old sessions go away, as they do in a real failover.
+    admin(
+        r#"ALTER DATABASE "{db}" RESET default_transaction_read_only"#,
+        &db,
+    )
+    .await;
+    admin(terminate, &db).await;
+    let fresh = userpipe::db::connect(&db.url(), 1).await.unwrap();
+    wait_for_rows(&fresh, 110, Duration::from_secs(60)).await;
+    pipeline.stop().await;
+    let (_, dead_letters) = lag_and_total(
+        &config.kafka.brokers,
+        "none",
+        &dead,
+        config.kafka.partitions,
+    );
+    assert_eq!(dead_letters, 0);
+}
