@@ -119,6 +119,10 @@ impl<'a> FastUser<'a> {
     /// The user in `payload` when it plainly keeps the `users_info` contract (every check of
     /// `record::check_user` passes); `None` sends the caller the slow way.
     pub fn parse(payload: &'a [u8]) -> Option<(Self, Uuid)> {
+        // A derived struct also accepts a JSON array of its fields in order; the contract wants an object.
+        if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
         let user: FastUser<'a> = serde_json::from_slice(payload).ok()?;
         let id = Uuid::parse_str(user.id).ok()?;
         DateTime::parse_from_rfc3339(user.dob).ok()?;
@@ -177,7 +181,10 @@ impl<'a> FastUser<'a> {
 
 /// `payload` (a JSON object) with `fields` added at its end, as JSON strings.
 pub fn append_fields(payload: &[u8], fields: &[(&str, &str)]) -> Option<Vec<u8>> {
-    let end = payload.iter().rposition(|b| *b == b'}')?;
+    let end = payload.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if payload[end] != b'}' {
+        return None;
+    }
     let mut out = Vec::with_capacity(payload.len() + 64 * fields.len());
     out.extend_from_slice(&payload[..end]);
     for (key, value) in fields {
@@ -278,6 +285,10 @@ mod tests {
         assert!(declines(&|u| drop(
             u.insert("post_code".into(), json!(5.5))
         )));
+        // The same fields as a JSON array are not a user object.
+        let array: Vec<Value> = base.values().cloned().collect();
+        assert!(FastUser::parse(&serde_json::to_vec(&array).unwrap()).is_none());
+        assert_eq!(append_fields(b"[1, \"}\"]", &[("a", "b")]), None);
         assert!(check_user(&parse_object(Some(&bytes(&base)), 1 << 20).unwrap()).is_ok());
     }
 

@@ -248,7 +248,7 @@ pub fn row_from(user: &Object) -> Result<UserRow, RecordError> {
         Ok(value.to_owned())
     };
     let post_code = match field(user, "post_code")? {
-        Value::String(s) => s.clone(),
+        Value::String(_) => text("post_code")?,
         other => other.to_string(),
     };
     let fetch_run_id = match user.get("fetch_run_id") {
