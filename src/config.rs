@@ -306,17 +306,49 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A URL with its password replaced by `***`, for logs and `config show`.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                // Cannot fail: a URL with a password has a host.
-                let _ = parsed.set_password(Some("***"));
+/// `url` without its password, and the password: from the user part (`postgres://u:pw@host/db`) or from a
+/// `password` query parameter (`postgres://u@host/db?password=pw`), both of which PostgreSQL clients accept.
+/// `None` when `url` is not a URL.
+pub fn split_password(url: &str) -> Option<(url::Url, Option<String>)> {
+    let mut parsed = url::Url::parse(url).ok()?;
+    let mut password = parsed.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    if password.is_some() {
+        // Cannot fail: a URL with a password has a host.
+        let _ = parsed.set_password(None);
+    }
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    if pairs.iter().any(|(key, _)| key == "password") {
+        let mut kept = Vec::new();
+        for (key, value) in pairs {
+            if key == "password" {
+                password = Some(value);
+            } else {
+                kept.push((key, value));
             }
+        }
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    Some((parsed, password))
+}
+
+/// A URL with its password shown as `***`, for logs, errors and `config show`.
+pub fn redact_url(url: &str) -> String {
+    match split_password(url) {
+        Some((mut parsed, Some(_))) => {
+            // Cannot fail for a URL with a host; a URL without one cannot have carried a password.
+            let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        Err(_) => "[unparseable url]".into(),
+        Some((parsed, None)) => parsed.to_string(),
+        None => "[unparseable url]".into(),
     }
 }
 
@@ -553,6 +585,13 @@ mod tests {
         let shown = config.to_redacted_toml();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://u:***@db:5432/x"), "{shown}");
+        let query = redact_url("postgres://u@db:5432/x?sslmode=require&password=hunter2");
+        assert_eq!(query, "postgres://u:***@db:5432/x?sslmode=require");
+        let (bare, password) = split_password("postgres://u:p%40ss@db/x?password=q").unwrap();
+        assert_eq!(
+            (bare.as_str(), password.as_deref()),
+            ("postgres://u@db/x", Some("q"))
+        );
     }
 
     #[test]

@@ -403,35 +403,9 @@ pub fn check_client_version(program: &str, version: &str, server_major: u32) -> 
 /// The connection string for a pg_* program without its password, and the password, which goes to the
 /// program in PGPASSWORD (never in its arguments, which any user can read in the process list).
 pub fn tool_connection(url: &str) -> anyhow::Result<(String, Option<String>)> {
-    let mut parsed =
-        url::Url::parse(url).map_err(|_| anyhow::anyhow!("the database url is not a valid url"))?;
-    let password = parsed.password().map(percent_decode);
-    if password.is_some() {
-        // Cannot fail: a URL with a password has a host.
-        let _ = parsed.set_password(None);
-    }
-    Ok((parsed.to_string(), password))
-}
-
-/// `%XX` escapes of a URL part decoded.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let (bare, password) = crate::config::split_password(url)
+        .ok_or_else(|| anyhow::anyhow!("the database url is not a valid url"))?;
+    Ok((bare.to_string(), password))
 }
 
 /// What a program said and how it ended.
@@ -974,8 +948,10 @@ mod tests {
             tool_connection("postgres://postgres@127.0.0.1:55432/postgres").unwrap();
         assert_eq!(conninfo, "postgres://postgres@127.0.0.1:55432/postgres");
         assert_eq!(password, None);
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%4"), "%4");
+        let (conninfo, password) =
+            tool_connection("postgres://backup@db.example/userpipe?password=q%26r").unwrap();
+        assert_eq!(conninfo, "postgres://backup@db.example/userpipe");
+        assert_eq!(password.as_deref(), Some("q&r"));
     }
 
     #[test]
