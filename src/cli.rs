@@ -202,13 +202,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("userpipe: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Blocking work left behind at shutdown (a consumer closing against a gone broker, a drill's copy)
+    // must not hold the exit: give it a moment, then leave.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -175,9 +175,14 @@ async fn jobs(State(state): State<HttpState>, Query(query): Query<JobsQuery>) ->
         since: None,
         limit: query.limit.unwrap_or(50).clamp(1, 1000),
     };
-    match journal::list(pool, &filter).await {
-        Ok(runs) => Json(runs).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}\n")).into_response(),
+    match tokio::time::timeout(Duration::from_secs(5), journal::list(pool, &filter)).await {
+        Ok(Ok(runs)) => Json(runs).into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}\n")).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "postgresql did not answer within 5s\n",
+        )
+            .into_response(),
     }
 }
 

@@ -195,7 +195,7 @@ pub struct Journal {
 
 impl Journal {
     /// A journal that logs and, when `pool` is given, writes `job_runs` in the background until
-    /// `shutdown` (then it gets two more seconds to write what is queued).
+    /// `shutdown` (then it gets `SHUTDOWN_GRACE` and one second more to write what is queued).
     pub fn start(
         pool: Option<PgPool>,
         shutdown: CancellationToken,
@@ -245,7 +245,8 @@ async fn write_records(
         let (shutdown, stop) = (shutdown.clone(), stop.clone());
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // The scheduler gives running jobs SHUTDOWN_GRACE to finish; their records come after that.
+            tokio::time::sleep(crate::SHUTDOWN_GRACE + Duration::from_secs(1)).await;
             stop.cancel();
         });
     }

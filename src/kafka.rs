@@ -323,6 +323,9 @@ impl Offsets {
     }
 }
 
+/// Longest wait for the last offset commit at shutdown.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How a consumer loop cuts its input into batches.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
@@ -409,15 +412,20 @@ pub async fn consume_batches<H: BatchHandler>(
     completer.await.context("the batch completer panicked")?;
     grace_timer.abort();
 
+    // With the broker gone the commit (and closing the consumer) could wait for its timeouts; the stop
+    // must not. Offsets not committed here are consumed again by the next owner: duplicates, never a loss.
     let committer = consumer.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))
-            .await
-            .context("the final commit panicked")?;
-    match committed {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => warn!(message = "final offset commit failed", %error),
+    let commit =
+        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync));
+    match tokio::time::timeout(FINAL_COMMIT_TIMEOUT, commit).await {
+        Ok(Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {}
+        Ok(Ok(Err(error))) => warn!(message = "final offset commit failed", %error),
+        Ok(Err(panic)) => warn!(message = "final offset commit panicked", %panic),
+        Err(_) => warn!(
+            message = "final offset commit did not finish in time; the next owner reads those messages again"
+        ),
     }
+    tokio::task::spawn_blocking(move || drop(consumer));
     info!(message = "stopped consuming", topic, group);
     Ok(())
 }
