@@ -102,7 +102,9 @@ struct Entry {
     schedule: Arc<Schedule>,
     text: String,
     generation: u64,
+    /// The timer job of the next firing, and when that firing is planned.
     pending: Option<Uuid>,
+    planned: Option<DateTime<Utc>>,
 }
 
 /// The scheduler role of `userpipe run`: the journal, the runner, and the schedules in
@@ -244,6 +246,16 @@ impl State {
                 continue;
             }
             let schedule = Arc::new(schedule);
+            // A firing that came due just before this reload may not have been handled yet: the new
+            // version takes it over instead of losing it.
+            let now = Utc::now();
+            let from = self
+                .entries
+                .get(&name)
+                .and_then(|e| e.planned)
+                .map_or(now, |planned| {
+                    (planned - chrono::TimeDelta::seconds(1)).min(now)
+                });
             let replaced = self.remove(&name).await;
             self.next_generation += 1;
             self.entries.insert(
@@ -253,6 +265,7 @@ impl State {
                     text,
                     generation: self.next_generation,
                     pending: None,
+                    planned: None,
                 },
             );
             let next = schedule
@@ -268,7 +281,7 @@ impl State {
                 enabled = schedule.enabled,
                 next = next.as_deref()
             );
-            self.plan(&name, Utc::now()).await;
+            self.plan(&name, from).await;
             changed.push(schedule);
         }
         let gone: Vec<String> = self
@@ -303,6 +316,7 @@ impl State {
             return;
         };
         entry.pending = None;
+        entry.planned = None;
         if !entry.schedule.enabled {
             return;
         }
@@ -330,7 +344,10 @@ impl State {
         });
         match job {
             Ok(job) => match self.timer.add(job).await {
-                Ok(id) => entry.pending = Some(id),
+                Ok(id) => {
+                    entry.pending = Some(id);
+                    entry.planned = Some(planned);
+                }
                 Err(e) => {
                     error!(message = "cannot plan the next firing", schedule = name, error = %e)
                 }
