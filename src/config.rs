@@ -398,7 +398,8 @@ impl Config {
     /// Applies the environment overrides, reading variables through `var`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         for (name, key) in ENV_OVERRIDES {
-            let Some(value) = var(name).filter(|v| !v.is_empty()) else {
+            // An empty variable counts as unset, except where empty has a meaning (no HTTP endpoints).
+            let Some(value) = var(name).filter(|v| !v.is_empty() || key == "http.listen") else {
                 continue;
             };
             match key {
@@ -543,6 +544,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(config.kafka.brokers, "env:2");
+        config
+            .apply_env(|name| (name == "USERPIPE_HTTP_ADDR" || name == "USERPIPE_SOURCE").then(String::new))
+            .unwrap();
+        assert_eq!(config.http.listen, "", "an empty USERPIPE_HTTP_ADDR turns the endpoints off");
+        assert_eq!(config.fetch.source, "https://randomuser.me/api/", "an empty variable is otherwise unset");
         assert_eq!(
             config.database.url.expose(),
             "postgres://u:hunter2@db:5432/x"
