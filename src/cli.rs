@@ -416,23 +416,7 @@ fn runs_table(records: &[RunRecord]) -> String {
             note.chars().take(80).collect(),
         ]);
     }
-    let mut widths = [0; 9];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::table::render(&rows)
 }
 
 fn describe_run(r: &RunRecord) -> String {

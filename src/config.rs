@@ -545,10 +545,18 @@ mod tests {
             .unwrap();
         assert_eq!(config.kafka.brokers, "env:2");
         config
-            .apply_env(|name| (name == "USERPIPE_HTTP_ADDR" || name == "USERPIPE_SOURCE").then(String::new))
+            .apply_env(|name| {
+                (name == "USERPIPE_HTTP_ADDR" || name == "USERPIPE_SOURCE").then(String::new)
+            })
             .unwrap();
-        assert_eq!(config.http.listen, "", "an empty USERPIPE_HTTP_ADDR turns the endpoints off");
-        assert_eq!(config.fetch.source, "https://randomuser.me/api/", "an empty variable is otherwise unset");
+        assert_eq!(
+            config.http.listen, "",
+            "an empty USERPIPE_HTTP_ADDR turns the endpoints off"
+        );
+        assert_eq!(
+            config.fetch.source, "https://randomuser.me/api/",
+            "an empty variable is otherwise unset"
+        );
         assert_eq!(
             config.database.url.expose(),
             "postgres://u:hunter2@db:5432/x"

@@ -19,6 +19,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/api/jobs`.
 //! - [`app`]: `userpipe run`: starts the roles and stops them on one shutdown signal.
 //! - [`bench`]: `userpipe bench`: end-to-end throughput and latency against the running stack.
+//! - [`table`]: plain-text tables for the command line.
 //! - [`cli`]: the command line; `src/main.rs` only calls [`cli::main`].
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub mod record;
 pub mod scheduler;
 pub mod sink;
 pub mod stages;
+pub mod table;
 
 /// After a shutdown signal, how long in-flight batches may still complete before they are abandoned.
 /// Together with the final commit this keeps a stop well inside 10 seconds.
