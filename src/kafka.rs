@@ -4,6 +4,7 @@
 //! The consumption contract: a consumed offset is stored (and later auto-committed) only after the
 //! batch it belongs to was completed by its [`BatchHandler`]; a batch that is abandoned stores nothing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub mod header {
     pub const ORIGIN_TOPIC: &str = "userpipe.origin.topic";
     pub const ORIGIN_PARTITION: &str = "userpipe.origin.partition";
     pub const ORIGIN_OFFSET: &str = "userpipe.origin.offset";
+    /// On a dead letter whose payload was too large for the dead-letter topic: why it is empty.
+    pub const PAYLOAD_DROPPED: &str = "userpipe.payload_dropped";
 }
 
 /// A topic userpipe wants to exist, with the settings it is created with.
@@ -239,7 +242,7 @@ pub async fn deliver_all(
     abandon: &CancellationToken,
 ) -> Result<u64, Abandoned> {
     let mut retried = 0;
-    let mut pending: Vec<&Outbound> = records.iter().collect();
+    let mut pending: Vec<Cow<'_, Outbound>> = records.iter().map(Cow::Borrowed).collect();
     let mut delay = Duration::from_millis(100);
     while !pending.is_empty() {
         let mut in_flight = Vec::with_capacity(pending.len());
@@ -257,7 +260,7 @@ pub async fn deliver_all(
                     }
                     Err((error, _)) => {
                         last_error = Some(error.to_string());
-                        failed.push(record);
+                        failed.push(retry_form(record, &error));
                         break;
                     }
                 }
@@ -272,7 +275,7 @@ pub async fn deliver_all(
                 Ok(Ok(_)) => {}
                 Ok(Err((error, _))) => {
                     last_error = Some(error.to_string());
-                    failed.push(record);
+                    failed.push(retry_form(record, &error));
                 }
                 Err(_) => {
                     last_error = Some("the producer was dropped".into());
@@ -294,6 +297,30 @@ pub async fn deliver_all(
         pending = failed;
     }
     Ok(retried)
+}
+
+/// What to send again after `error`: the same record, except a dead letter too large for its topic, which
+/// goes again without its payload (the original stays at its origin, which the headers name), so a stage
+/// never stalls on it.
+fn retry_form<'a>(record: Cow<'a, Outbound>, error: &KafkaError) -> Cow<'a, Outbound> {
+    let too_large = matches!(
+        error,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+    let dead_letter = record.headers.iter().any(|(k, _)| *k == header::ERROR);
+    if !(too_large && dead_letter && !record.payload.is_empty()) {
+        return record;
+    }
+    let mut smaller = record.into_owned();
+    let size = smaller.payload.len();
+    smaller.payload = Vec::new();
+    smaller.headers.push((
+        header::PAYLOAD_DROPPED,
+        format!(
+            "{size} bytes, more than the dead-letter topic accepts; the original is at its origin"
+        ),
+    ));
+    Cow::Owned(smaller)
 }
 
 /// The next offset to consume of every partition a batch touched.

@@ -581,3 +581,61 @@ async fn a_database_refusing_writes_for_another_reason_than_the_data_delays_rows
     );
     assert_eq!(dead_letters, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_too_large_for_its_topic_goes_without_its_payload_and_the_stage_goes_on() {
+    let (kafka, db) = (TestKafka::new(), TestDb::new().await);
+    let config = config_for(&kafka, &db.url());
+    // An input topic that takes larger records than the dead-letter topic (8 MB), as one inherited from
+    // another system might.
+    let big = userpipe::kafka::TopicSpec {
+        name: config.topics.users.clone(),
+        partitions: 1,
+        replication: 1,
+        max_message_bytes: Some(16 << 20),
+    };
+    kafka::ensure_topics(&config.kafka.brokers, &[big])
+        .await
+        .unwrap();
+    prepare(&config, &db.pool).await;
+    let producer = kafka::producer(&config.kafka.brokers).unwrap();
+    // Random bytes: compression must not shrink it below the limit.
+    let mut huge = vec![0u8; 9 << 20];
+    rand::fill(&mut huge[..]);
+    let delivery = producer
+        .send(
+            FutureRecord::<str, _>::to(&config.topics.users).payload(&huge),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("deliver 9 MB");
+    publish_users(&config, &generated_users(1, 16, None)).await;
+
+    let pipeline = Pipeline::start(&config);
+    wait_for_rows(&db.pool, 1, Duration::from_secs(60)).await;
+    let letters = consume(
+        &config.kafka.brokers,
+        &dead_letter_topic(&config.topics.users),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    pipeline.stop().await;
+    let letter = &letters[0];
+    assert_eq!(letter.payload().map_or(0, <[u8]>::len), 0);
+    let dropped =
+        support::header(letter, header::PAYLOAD_DROPPED).expect("the reason the payload is gone");
+    assert!(
+        dropped.starts_with(&format!("{} bytes", 9 << 20)),
+        "{dropped}"
+    );
+    assert_eq!(
+        support::header(letter, header::ORIGIN_OFFSET),
+        Some(delivery.offset.to_string())
+    );
+    assert!(
+        support::header(letter, header::ERROR)
+            .unwrap()
+            .contains("exceeds the limit")
+    );
+}
