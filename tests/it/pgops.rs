@@ -187,6 +187,31 @@ async fn archive_script_never_shows_a_partial_file_under_the_final_name() {
 
 /// A configuration whose database is `cluster`, whose backups go to `backups`, and whose journal and
 /// guards use the stack database `db`.
+/// What an operations test works with besides its cluster: a journal database, a temporary folder, and a
+/// configuration pointing userpipe at the cluster with its backups in `<dir>/backups`.
+struct Ops {
+    db: TestDb,
+    dir: tempfile::TempDir,
+    backups: PathBuf,
+    config: Config,
+}
+
+async fn ops(cluster: &TestCluster) -> Ops {
+    let (kafka, db, dir) = (
+        TestKafka::new(),
+        TestDb::new().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let backups = dir.path().join("backups");
+    let config = cluster_config(cluster, &kafka, &db, &backups);
+    Ops {
+        db,
+        dir,
+        backups,
+        config,
+    }
+}
+
 fn cluster_config(cluster: &TestCluster, kafka: &TestKafka, db: &TestDb, backups: &Path) -> Config {
     let mut config = config_for(kafka, &db.url());
     config.database.url = Secret::new(cluster.url());
@@ -368,12 +393,12 @@ fn desired_archiving(cluster: &TestCluster, dir: &Path, archive_timeout: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgconf_apply_turns_archiving_on_and_check_exits_0_then_1_after_a_manual_drift() {
     let cluster = TestCluster::start();
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let mut config = cluster_config(&cluster, &kafka, &db, &dir.path().join("backups"));
+    let Ops {
+        db: _db,
+        dir,
+        mut config,
+        ..
+    } = ops(&cluster).await;
     config.pgconf.file = desired_archiving(&cluster, dir.path(), "60s");
 
     let check = userpipe(&config, dir.path(), &["pgconf", "check"]);
@@ -471,12 +496,12 @@ async fn pgconf_enforce_records_the_archiver_and_fails_when_archiving_fails() {
         archiving: true,
         ..Default::default()
     });
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let mut config = cluster_config(&cluster, &kafka, &db, &dir.path().join("backups"));
+    let Ops {
+        db,
+        dir,
+        mut config,
+        ..
+    } = ops(&cluster).await;
     // max_wal_senders differs from the cluster's 4: the run writes it and then waits for a restart.
     config.pgconf.file = desired_archiving(&cluster, dir.path(), "60s");
     let mut conn = cluster.connect().await;
@@ -562,12 +587,12 @@ async fn pgconf_enforce_fails_when_wal_waits_longer_than_twice_archive_timeout()
         archive_command: Some(command.clone()),
         ..Default::default()
     });
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let mut config = cluster_config(&cluster, &kafka, &db, &dir.path().join("backups"));
+    let Ops {
+        db,
+        dir,
+        mut config,
+        ..
+    } = ops(&cluster).await;
     config.pgconf.file = dir.path().join("archiving.conf");
     std::fs::write(
         &config.pgconf.file,
@@ -656,13 +681,13 @@ fn backup_ids(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_is_verified_and_damage_to_one_file_is_named() {
     let cluster = TestCluster::start();
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db: _db,
+        dir,
+        backups,
+        config,
+        ..
+    } = ops(&cluster).await;
 
     let report = backup::run(&config, false).await.expect("a backup");
     assert!(report.verified && report.bytes > 1024 * 1024, "{report:?}");
@@ -711,13 +736,13 @@ async fn a_backup_is_verified_and_damage_to_one_file_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_newest_verified_backups_and_never_the_last_verified_one() {
     let cluster = TestCluster::start();
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let mut config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db: _db,
+        dir: _dir,
+        backups,
+        mut config,
+        ..
+    } = ops(&cluster).await;
     config.backup.keep = 2;
 
     let a = backup::run(&config, false).await.unwrap();
@@ -749,13 +774,13 @@ async fn retention_keeps_the_newest_verified_backups_and_never_the_last_verified
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_of_a_stopped_server_is_a_failed_run_and_leaves_no_partial_folder() {
     let cluster = TestCluster::start();
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db,
+        dir: _dir,
+        backups,
+        config,
+        ..
+    } = ops(&cluster).await;
     cluster.stop();
     let run = fire(
         &config,
@@ -780,13 +805,13 @@ async fn a_backup_with_a_wrong_password_is_a_failed_run_that_does_not_print_it()
         replication_password: Some(right.clone()),
         ..Default::default()
     });
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let mut config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db,
+        dir: _dir,
+        backups,
+        mut config,
+        ..
+    } = ops(&cluster).await;
     let text = "job = \"base-backup\"\ncron = \"@yearly\"\n";
 
     // Ordinary connections are trusted; replication (pg_basebackup) needs the password.
@@ -858,13 +883,13 @@ async fn a_backup_into_an_unwritable_folder_fails_and_leaves_no_partial_folder()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_cut_off_by_its_timeout_leaves_no_partial_folder_and_no_process() {
     let cluster = TestCluster::start();
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let mut config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db: _db,
+        dir: _dir,
+        backups,
+        mut config,
+        ..
+    } = ops(&cluster).await;
     // At 32 kB/s the backup would take minutes: it is killed part way, its forked WAL streamer too.
     config.backup.max_rate = "32k".into();
     config.backup.timeout = Duration::from_secs(2);
@@ -903,13 +928,13 @@ async fn archiving_cluster_with_schema() -> (TestCluster, PgConnection) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drill_restores_every_row_from_the_backup_and_the_archive() {
     let (cluster, mut conn) = archiving_cluster_with_schema().await;
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db,
+        dir: _dir,
+        backups: _,
+        config,
+        ..
+    } = ops(&cluster).await;
 
     insert_users(&mut conn, 100).await;
     let report = backup::run(&config, false).await.expect("a backup");
@@ -969,13 +994,13 @@ async fn the_drill_restores_every_row_from_the_backup_and_the_archive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_that_cannot_recover_fails_and_cleans_up() {
     let (cluster, _conn) = archiving_cluster_with_schema().await;
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db: _db,
+        dir,
+        backups: _,
+        config,
+        ..
+    } = ops(&cluster).await;
     let report = backup::run(&config, false).await.expect("a backup");
     let start = report.path.join("backup_label");
     let start = backup::start_wal_file(&std::fs::read_to_string(start).unwrap()).unwrap();
@@ -1016,13 +1041,13 @@ async fn a_drill_that_cannot_recover_fails_and_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_fails_when_a_segment_is_missing_from_the_archive() {
     let (cluster, mut conn) = archiving_cluster_with_schema().await;
-    let (kafka, db, dir) = (
-        TestKafka::new(),
-        TestDb::new().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let backups = dir.path().join("backups");
-    let config = cluster_config(&cluster, &kafka, &db, &backups);
+    let Ops {
+        db: _db,
+        dir: _dir,
+        backups: _,
+        config,
+        ..
+    } = ops(&cluster).await;
     backup::run(&config, false).await.expect("a backup");
     insert_users(&mut conn, 10).await;
     let lost = switch_and_wait_for_the_archive(&cluster, &mut conn).await;
