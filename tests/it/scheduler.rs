@@ -509,3 +509,60 @@ async fn journal_rows_match_the_log_and_an_interrupted_run_becomes_abandoned() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_down_a_job_still_runs_and_its_record_reaches_the_table_once_it_is_back() {
+    let kafka = TestKafka::new();
+    let cluster = crate::support::cluster::TestCluster::start();
+    let config = config_for(&kafka, &cluster.url());
+    userpipe::kafka::ensure_topics(
+        &config.kafka.brokers,
+        &userpipe::app::topic_specs(&config, &config.topics),
+    )
+    .await
+    .unwrap();
+    let pool = userpipe::db::lazy_pool(&cluster.url(), 2).unwrap();
+    userpipe::db::migrate(&pool).await.unwrap();
+    cluster.stop();
+
+    let schedule = parse(
+        "job = \"fetch-users\"\ncron = \"@yearly\"\n[params]\nsource = \"generator\"\nresults = 3\n",
+    );
+    let status = runner(&config, &pool)
+        .fire(&schedule, Trigger::Manual, None)
+        .await;
+    assert_eq!(
+        status,
+        Some(Status::Succeeded),
+        "fetch-users does not need postgresql"
+    );
+    let published = consume(
+        &kafka.brokers,
+        &config.topics.users,
+        3,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(published.len(), 3);
+
+    cluster.start_again();
+    let record = wait_for(
+        "the run's record in job_runs",
+        Duration::from_secs(60),
+        || async {
+            let filter = RunFilter {
+                schedule: Some("test".into()),
+                limit: 10,
+                ..Default::default()
+            };
+            journal::list(&pool, &filter)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|r| r.status == "succeeded")
+        },
+    )
+    .await;
+    assert_eq!(record.trigger, "manual");
+    assert_eq!(record.detail.expect("detail")["published"], 3);
+}
