@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -153,6 +154,9 @@ impl fmt::Display for ScheduleError {
 
 impl std::error::Error for ScheduleError {}
 
+/// Where a value stands in a file's text, in bytes.
+type Span = std::ops::Range<usize>;
+
 /// The keys every schedule file has; `P` is the job's `[params]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +203,7 @@ fn default_backoff() -> Duration {
 
 /// Parses the text of `path`; the schedule's name is the file's stem.
 pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
-    let at = |span: Option<std::ops::Range<usize>>, message: String| {
+    let at = |span: Option<Span>, message: String| {
         let (line, column) = line_column(text, span.map_or(0, |s| s.start));
         ScheduleError {
             file: path.to_owned(),
@@ -219,59 +223,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
     let head: Head = toml::from_str(text).map_err(toml_error)?;
     let (job, raw) = match head.job.get_ref().as_str() {
         "fetch-users" => {
-            let raw: RawSchedule<FetchParams> = toml::from_str(text).map_err(toml_error)?;
-            let params = raw.params.clone();
-            let params = match params {
-                Some(p) => {
-                    let span = p.span();
-                    let p = p.into_inner();
-                    if !(1..=MAX_RESULTS).contains(&p.results) {
-                        return Err(at(
-                            Some(span),
-                            format!(
-                                "params.results must be between 1 and {MAX_RESULTS}, not {}",
-                                p.results
-                            ),
-                        ));
-                    }
-                    p
-                }
-                None => FetchParams::default(),
-            };
-            (JobSpec::FetchUsers(params), raw.without_params())
+            let (raw, params, span) = read::<FetchParams>(text).map_err(toml_error)?;
+            if !(1..=MAX_RESULTS).contains(&params.results) {
+                let message = format!(
+                    "params.results must be between 1 and {MAX_RESULTS}, not {}",
+                    params.results
+                );
+                return Err(at(span, message));
+            }
+            (JobSpec::FetchUsers(params), raw)
         }
         "base-backup" => {
-            let raw: RawSchedule<BackupParams> = toml::from_str(text).map_err(toml_error)?;
-            let params = match raw.params.clone() {
-                Some(p) if p.get_ref().keep == Some(0) => {
-                    return Err(at(
-                        Some(p.span()),
-                        "params.keep must be 1 or more: the newest verified backup is always kept"
-                            .into(),
-                    ));
-                }
-                Some(p) => p.into_inner(),
-                None => BackupParams::default(),
-            };
-            (JobSpec::BaseBackup(params), raw.without_params())
+            let (raw, params, span) = read::<BackupParams>(text).map_err(toml_error)?;
+            if params.keep == Some(0) {
+                let message =
+                    "params.keep must be 1 or more: the newest verified backup is always kept";
+                return Err(at(span, message.into()));
+            }
+            (JobSpec::BaseBackup(params), raw)
         }
         "restore-drill" => {
-            let raw: RawSchedule<DrillParams> = toml::from_str(text).map_err(toml_error)?;
-            let params = raw
-                .params
-                .clone()
-                .map(Spanned::into_inner)
-                .unwrap_or_default();
-            (JobSpec::RestoreDrill(params), raw.without_params())
+            let (raw, params, _) = read::<DrillParams>(text).map_err(toml_error)?;
+            (JobSpec::RestoreDrill(params), raw)
         }
         "pgconf-enforce" => {
-            let raw: RawSchedule<PgconfParams> = toml::from_str(text).map_err(toml_error)?;
-            let params = raw
-                .params
-                .clone()
-                .map(Spanned::into_inner)
-                .unwrap_or_default();
-            (JobSpec::PgconfEnforce(params), raw.without_params())
+            let (raw, params, _) = read::<PgconfParams>(text).map_err(toml_error)?;
+            (JobSpec::PgconfEnforce(params), raw)
         }
         other => {
             return Err(at(
@@ -313,22 +290,33 @@ pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
     })
 }
 
-impl<P> RawSchedule<P> {
-    fn without_params(self) -> RawSchedule<()> {
-        RawSchedule {
-            job: self.job,
-            cron: self.cron,
-            timezone: self.timezone,
-            enabled: self.enabled,
-            overlap: self.overlap,
-            timeout: self.timeout,
-            retries: self.retries,
-            retry_backoff: self.retry_backoff,
-            jitter: self.jitter,
-            run_on_start: self.run_on_start,
-            params: None,
+/// Reads the file with `[params]` of type `P`: the other keys, the params (their defaults when the table is
+/// absent), and where the table stands.
+fn read<P: DeserializeOwned + Default>(
+    text: &str,
+) -> Result<(RawSchedule<()>, P, Option<Span>), toml::de::Error> {
+    let raw: RawSchedule<P> = toml::from_str(text)?;
+    let (params, span) = match raw.params {
+        Some(p) => {
+            let span = p.span();
+            (p.into_inner(), Some(span))
         }
-    }
+        None => (P::default(), None),
+    };
+    let rest = RawSchedule {
+        job: raw.job,
+        cron: raw.cron,
+        timezone: raw.timezone,
+        enabled: raw.enabled,
+        overlap: raw.overlap,
+        timeout: raw.timeout,
+        retries: raw.retries,
+        retry_backoff: raw.retry_backoff,
+        jitter: raw.jitter,
+        run_on_start: raw.run_on_start,
+        params: None,
+    };
+    Ok((rest, params, span))
 }
 
 /// Parses a cron expression: 5 fields (minute first, as in crontab), 6 (seconds first), or an alias
