@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The userpipe image: a Rust build stage, then a Debian 12 runtime holding the binary and the PostgreSQL 15
-# programs that base backups and restore drills run. docker-compose.yml builds it; tests/it/deploy.rs checks
+# programs that base backups and restore drills run. docker-compose.yml builds it; tests/static_checks/deploy.rs checks
 # this file against the compose file, the code and the README (no Docker needed for that).
 
 # ---- build -------------------------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::backup;
-use crate::journal::{self, RunFilter};
 use crate::kafka::Probe;
 use crate::metrics::METRICS;
+use crate::pg::{backup, conf};
+use crate::scheduler::journal::{self, RunFilter, Status};
 
 /// How long a readiness check waits for Kafka or PostgreSQL.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -126,10 +126,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     let failed = match &state.pool {
         None => -1,
         Some(pool) => {
-            let query = sqlx::query_scalar::<_, i64>("SELECT failed_count FROM pg_stat_archiver")
-                .fetch_one(pool);
-            match tokio::time::timeout(CHECK_TIMEOUT, query).await {
-                Ok(Ok(n)) => n,
+            let read = async {
+                let mut conn = pool.acquire().await?;
+                conf::archiver(&mut conn).await
+            };
+            match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+                Ok(Ok(stats)) => stats.failed_count,
                 _ => -1,
             }
         }
@@ -169,9 +171,14 @@ async fn jobs(State(state): State<HttpState>, Query(query): Query<JobsQuery>) ->
         )
             .into_response();
     };
+    let status = match query.status.as_deref().map(str::parse::<Status>) {
+        None => None,
+        Some(Ok(status)) => Some(status),
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
     let filter = RunFilter {
         schedule: query.schedule,
-        status: query.status,
+        status,
         since: None,
         limit: query.limit.unwrap_or(50).clamp(1, 1000),
     };
