@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -79,8 +80,12 @@ pub async fn migrate_when_reachable(
         || async {
             match MIGRATOR.run(pool).await {
                 Ok(()) => Attempt::Done(Ok(())),
-                // Unreachable, or reachable but not writable (a read-only standby after a failover).
-                Err(sqlx::migrate::MigrateError::Execute(e)) if !is_data_error(&e) => {
+                // Unreachable (also when the server went away in the middle of a migration, which
+                // then rolls back), or reachable but not writable (a read-only standby after a
+                // failover): wait.
+                Err(MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _))
+                    if !is_data_error(&e) =>
+                {
                     Attempt::Retry(e.to_string())
                 }
                 Err(e) => Attempt::Done(Err(e)),
