@@ -146,11 +146,11 @@ pub enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PgconfCommand {
-    /// Compare with the server; exit 0 when in force, 1 on drift, 2 when a restart is needed
+    /// Compare with the server; exit 0 when in force, 3 on drift, 4 when a restart is needed
     Check,
     /// Show the settings that differ, server first
     Diff,
-    /// Write the differences with ALTER SYSTEM and reload; exit 2 when a restart is still needed
+    /// Write the differences with ALTER SYSTEM and reload; exit 4 when a restart is still needed
     Apply,
 }
 

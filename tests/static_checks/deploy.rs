@@ -586,7 +586,7 @@ fn compose_section() -> (&'static str, String) {
 
 /// The section of `markdown` under the first heading whose text contains `title` (any case), up to the
 /// next heading of the same or a higher level, as its source text.
-fn markdown_section(markdown: &str, title: &str) -> Option<String> {
+pub(crate) fn markdown_section(markdown: &str, title: &str) -> Option<String> {
     let title = title.to_lowercase();
     // The level of the section's heading and where its body starts, once found.
     let mut section: Option<(HeadingLevel, usize)> = None;

@@ -1,5 +1,7 @@
 //! Checks of the repository's own files that need no running stack and no network: the deployment files
-//! against each other and the code, and the shape of `src/` against ARCHITECTURE.md.
+//! against each other and the code, the shape of `src/` against ARCHITECTURE.md, and the command line
+//! against README.md.
 
+mod cli;
 mod deploy;
 mod layering;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use userpipe::cli::exit;
 use userpipe::scheduler::journal::Status;
 
 use super::helpers::*;
@@ -9,7 +10,7 @@ use crate::support::cluster::{ClusterOptions, TestCluster};
 use crate::support::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgconf_apply_turns_archiving_on_and_check_exits_0_then_1_after_a_manual_drift() {
+async fn pgconf_apply_turns_archiving_on_and_check_exits_0_then_3_after_a_manual_drift() {
     let cluster = TestCluster::start();
     let Ops {
         db: _db,
@@ -22,7 +23,7 @@ async fn pgconf_apply_turns_archiving_on_and_check_exits_0_then_1_after_a_manual
     let check = userpipe(&config, dir.path(), &["pgconf", "check"]);
     assert_eq!(
         code(&check),
-        1,
+        i32::from(exit::DRIFT),
         "archiving is off: drift\n{}",
         stdout(&check)
     );
@@ -34,7 +35,11 @@ async fn pgconf_apply_turns_archiving_on_and_check_exits_0_then_1_after_a_manual
 
     let apply = userpipe(&config, dir.path(), &["pgconf", "apply"]);
     let said = stdout(&apply);
-    assert_eq!(code(&apply), 2, "a restart is needed\n{said}");
+    assert_eq!(
+        code(&apply),
+        i32::from(exit::RESTART_NEEDED),
+        "a restart is needed\n{said}"
+    );
     assert!(
         said.contains("wrote archive_mode = 'on' (ALTER SYSTEM)"),
         "{said}"
@@ -49,7 +54,12 @@ async fn pgconf_apply_turns_archiving_on_and_check_exits_0_then_1_after_a_manual
         "{said}"
     );
     let check = userpipe(&config, dir.path(), &["pgconf", "check"]);
-    assert_eq!(code(&check), 2, "{}", stdout(&check));
+    assert_eq!(
+        code(&check),
+        i32::from(exit::RESTART_NEEDED),
+        "{}",
+        stdout(&check)
+    );
 
     cluster.restart();
     let check = userpipe(&config, dir.path(), &["pgconf", "check"]);
@@ -98,7 +108,7 @@ async fn pgconf_apply_turns_archiving_on_and_check_exits_0_then_1_after_a_manual
         .unwrap();
     let check = wait_for("check to see the drift", Duration::from_secs(10), || {
         let check = userpipe(&config, dir.path(), &["pgconf", "check"]);
-        async move { (code(&check) == 1).then_some(check) }
+        async move { (code(&check) == i32::from(exit::DRIFT)).then_some(check) }
     })
     .await;
     assert!(
