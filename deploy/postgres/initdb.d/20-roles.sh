@@ -5,8 +5,8 @@
 #
 #   userpipe  not a superuser: owns POSTGRES_DB (its migrations create random_users and the job journal
 #             there), REPLICATION for pg_basebackup, and for `userpipe pgconf`: ALTER SYSTEM on exactly
-#             the settings pgconf/archiving.conf names, pg_reload_conf(), pg_file_settings, and pg_monitor
-#             (pg_stat_archiver and the archive status folder)
+#             the settings pgconf/archiving.conf names, pg_reload_conf(), pg_file_settings, and
+#             pg_ls_archive_statusdir() (WAL waiting to be archived); no membership in any other role
 #   nocodb    owns the `nocodb` database (NocoDB's own metadata); in POSTGRES_DB it may connect and read
 #             random_users, nothing else
 #
@@ -72,7 +72,7 @@ SELECT format('GRANT ALTER SYSTEM ON PARAMETER %I TO userpipe', name)
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_reload_conf() TO userpipe;
 GRANT SELECT ON pg_catalog.pg_file_settings TO userpipe;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_all_file_settings() TO userpipe;
-GRANT pg_monitor TO userpipe;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_archive_statusdir() TO userpipe;
 
 -- NocoDB reads random_users, which userpipe's first migration creates after this script has run: an event
 -- trigger grants SELECT on it whenever a table of that name is created (and only that table). It runs as
