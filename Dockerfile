@@ -1,9 +1,10 @@
 # The userpipe image: a Rust build stage, then a Debian 12 runtime holding the binary and the PostgreSQL 15
-# programs that base backups and restore drills run. docker-compose.yml builds it; tests/it/deploy.rs checks
-# this file against the compose file, the code and the README (no Docker needed for that); scripts/image
-# builds it and scripts/container-test runs it. No `# syntax=` line: Docker's built-in Dockerfile frontend
-# (dockerd 20.10 and later) has everything used here, `RUN --mount=type=cache` included, and a syntax line
-# makes BuildKit fetch the frontend image from a registry before it builds anything.
+# programs that base backups and restore drills run. docker-compose.yml builds it;
+# tests/static_checks/deploy.rs checks this file against the compose file, the code and the README (no Docker
+# needed for that); scripts/image builds it and scripts/container-test runs it. No `# syntax=` line: Docker's
+# built-in Dockerfile frontend (dockerd 20.10 and later) has everything used here, `RUN --mount=type=cache`
+# included, and a syntax line makes BuildKit fetch the frontend image from a registry before it builds
+# anything.
 
 # ---- build -------------------------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build

@@ -11,11 +11,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::{Config, TopicsConfig, dead_letter_topic};
+use crate::config::Config;
 use crate::http::{self, HttpState, Roles};
-use crate::kafka::{self, DEAD_LETTER_MAX_BYTES, TopicSpec};
-use crate::stages::Stage;
-use crate::{db, sink};
+use crate::pipeline::stages::{self, Stage};
+use crate::pipeline::{sink, topics};
+use crate::{db, kafka, scheduler};
 
 /// A long-running part of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,22 +61,6 @@ impl FromStr for Role {
     }
 }
 
-/// Every topic the pipeline uses, with its dead-letter topics.
-pub fn topic_specs(config: &Config, topics: &TopicsConfig) -> Vec<TopicSpec> {
-    let spec = |name: &str, max_message_bytes| TopicSpec {
-        name: name.to_owned(),
-        partitions: config.kafka.partitions,
-        replication: config.kafka.replication_factor,
-        max_message_bytes,
-    };
-    let mut specs = Vec::new();
-    for name in [&topics.users, &topics.timestamped, &topics.enriched] {
-        specs.push(spec(name, None));
-        specs.push(spec(&dead_letter_topic(name), Some(DEAD_LETTER_MAX_BYTES)));
-    }
-    specs
-}
-
 /// `userpipe run`, built: the topics exist, the pool is made (it connects lazily: roles that need it wait
 /// for it and the schema, the others run while PostgreSQL is down), and the HTTP listener is bound, so a
 /// test can listen on port 0 and ask which port it got.
@@ -89,7 +73,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &Config, roles: &[Role]) -> anyhow::Result<Self> {
-        kafka::ensure_topics(&config.kafka.brokers, &topic_specs(config, &config.topics)).await?;
+        topics::ensure(config, &config.topics).await?;
         let pool = if roles.iter().any(|r| r.needs_database()) {
             Some(db::lazy_pool(
                 config.database.url.expose(),
@@ -179,15 +163,13 @@ pub async fn run_roles(
         tasks.spawn(async move {
             let topics = &config.topics;
             let result = match role {
-                Role::Timestamp => {
-                    crate::stages::run(Stage::Timestamp, &config, topics, shutdown).await
-                }
-                Role::Tags => crate::stages::run(Stage::Tags, &config, topics, shutdown).await,
+                Role::Timestamp => stages::run(Stage::Timestamp, &config, topics, shutdown).await,
+                Role::Tags => stages::run(Stage::Tags, &config, topics, shutdown).await,
                 Role::Sink => match pool {
                     Some(pool) => sink::run(&config, topics, pool, shutdown).await,
                     None => Err(anyhow::anyhow!("the sink needs a database pool")),
                 },
-                Role::Scheduler => crate::scheduler::serve(&config, pool, shutdown).await,
+                Role::Scheduler => scheduler::serve(&config, pool, shutdown).await,
             };
             health.set(role.name(), false);
             result.with_context(|| format!("role {} failed", role.name()))

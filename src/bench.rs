@@ -16,10 +16,11 @@ use uuid::Uuid;
 
 use crate::app::{self, Role};
 use crate::config::Config;
-use crate::fetch::generator::Generator;
+use crate::db;
 use crate::http::Roles;
 use crate::kafka::{self, Outbound};
-use crate::{db, record};
+use crate::pipeline::fetch::generator::Generator;
+use crate::pipeline::{record, topics};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -73,12 +74,7 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     let topics = config.topics.clone();
     let database = format!("userpipe_bench_{tag}");
 
-    let admin: PgConnectOptions = config
-        .database
-        .url
-        .expose()
-        .parse()
-        .context("database.url is not a valid postgres url")?;
+    let admin = db::connect_options(config.database.url.expose())?;
     execute_admin(&admin, &format!(r#"CREATE DATABASE "{database}""#)).await?;
     let outcome = async {
         let pool = db::connect_with(
@@ -87,8 +83,7 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         )
         .await?;
         db::migrate(&pool).await?;
-        let specs = app::topic_specs(&config, &topics);
-        kafka::ensure_topics(&config.kafka.brokers, &specs).await?;
+        topics::ensure(&config, &topics).await?;
         let progress = ProgressBar::new(options.users as u64);
         progress.set_style(
             ProgressStyle::with_template("{spinner} {pos}/{len} rows {per_sec} {wide_bar} {eta}")
@@ -116,7 +111,10 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         shutdown.cancel();
         pipeline.await.context("the pipeline panicked")??;
         pool.close().await;
-        let names: Vec<String> = specs.into_iter().map(|s| s.name).collect();
+        let names: Vec<String> = topics::specs(&config, &topics)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         kafka::delete_topics(&config.kafka.brokers, &names).await?;
         report
     }

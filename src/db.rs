@@ -1,57 +1,58 @@
-//! PostgreSQL: the connection pool, the schema migrations, and which errors are the data's fault.
+//! PostgreSQL plumbing: the one step from a URL to connection options, pools and single connections, the
+//! schema migrations, userpipe's advisory locks, and which errors are the data's fault.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::PgPool;
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
-/// Opens a pool to `url`. The URL may hold a password, so it never appears in an error.
+use crate::retry::{Attempt, Backoff, until_done};
+
+/// Connection options from a `postgres://` URL. The URL may hold a password, so it never appears in the
+/// error.
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    url.parse()
+        .map_err(|_| anyhow::anyhow!("the database url is not a valid postgres url"))
+}
+
+/// Opens a pool to `url`, failing when PostgreSQL cannot be reached now.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url
-        .parse()
-        .context("the database url is not a valid postgres url")?;
-    connect_with(options, max_connections).await
+    connect_with(connect_options(url)?, max_connections).await
 }
 
 /// A pool that connects when first used, so a process can start, and serve what does not need the
 /// database, while PostgreSQL is down.
 pub fn lazy_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url
-        .parse()
-        .context("the database url is not a valid postgres url")?;
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options))
+        .connect_lazy_with(connect_options(url)?))
 }
 
-/// Applies the schema migrations, retrying while PostgreSQL is unreachable, until done or `shutdown`.
-/// Returns `Ok(false)` when shut down first.
-pub async fn migrate_when_reachable(
-    pool: &PgPool,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<bool> {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(true),
-            // Unreachable, or reachable but not writable (a read-only standby after a failover): wait.
-            Err(sqlx::migrate::MigrateError::Execute(e)) if !is_data_error(&e) => {
-                warn!(message = "cannot apply migrations, retrying", error = %e, retry_in_ms = delay.as_millis() as u64);
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context("cannot apply the database migrations"));
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(false),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
+/// Opens a pool with already parsed options.
+pub async fn connect_with(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    let (host, port) = (options.get_host().to_owned(), options.get_port());
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to postgresql at {host}:{port}"))
+}
+
+/// Opens one connection of its own to `url` (settings changes, backups, advisory locks held by a session).
+pub async fn connect_one(url: &str) -> anyhow::Result<PgConnection> {
+    let options = connect_options(url)?;
+    let (host, port) = (options.get_host().to_owned(), options.get_port());
+    PgConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("cannot connect to postgresql at {host}:{port}"))
 }
 
 /// The schema, embedded from `migrations/`.
@@ -65,19 +66,38 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .context("cannot apply the database migrations")
 }
 
-/// Opens a pool with already parsed options.
-pub async fn connect_with(
-    options: PgConnectOptions,
-    max_connections: u32,
-) -> anyhow::Result<PgPool> {
-    let host = options.get_host().to_owned();
-    let port = options.get_port();
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .with_context(|| format!("cannot connect to postgresql at {host}:{port}"))
+/// Applies the schema migrations, waiting while PostgreSQL is unreachable or read-only, until done or
+/// `shutdown`. Returns `Ok(false)` when shut down first.
+pub async fn migrate_when_reachable(
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let outcome = until_done(
+        "cannot apply migrations, retrying",
+        backoff,
+        shutdown,
+        || async {
+            match MIGRATOR.run(pool).await {
+                Ok(()) => Attempt::Done(Ok(())),
+                // Unreachable (also when the server went away in the middle of a migration, which
+                // then rolls back), or reachable but not writable (a read-only standby after a
+                // failover): wait.
+                Err(MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _))
+                    if !is_data_error(&e) =>
+                {
+                    Attempt::Retry(e.to_string())
+                }
+                Err(e) => Attempt::Done(Err(e)),
+            }
+        },
+    )
+    .await;
+    match outcome {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("cannot apply the database migrations")),
+        Err(_abandoned) => Ok(false),
+    }
 }
 
 /// A failure caused by the data itself: the database will refuse the same rows again, whatever else
@@ -90,5 +110,39 @@ pub fn is_data_error(error: &sqlx::Error) -> bool {
             code.starts_with("22") || code.starts_with("23") || code == "54000"
         }
         _ => false,
+    }
+}
+
+/// userpipe's advisory locks. Each is a pair of keys: a class naming what is locked, and a key within it.
+/// Held by a session: closing the session releases the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdvisoryLock<'a> {
+    /// One schedule's runs (`'upip'`, `hashtext(name)`): `overlap = "skip"` across replicas.
+    Schedule(&'a str),
+    /// Base backups of the server (`'upbk'`, 0): one at a time, across replicas and the command line.
+    Backup,
+}
+
+impl AdvisoryLock<'_> {
+    const SCHEDULE_CLASS: i32 = 0x7570_6970;
+    const BACKUP_CLASS: i32 = 0x7570_626b;
+
+    /// Takes the lock on `session` without waiting: exclusive, or shared with other shared holders.
+    /// `false` when someone else holds it.
+    pub async fn try_take(
+        self,
+        session: &mut PgConnection,
+        exclusive: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let (class, name) = match self {
+            AdvisoryLock::Schedule(name) => (Self::SCHEDULE_CLASS, Some(name)),
+            AdvisoryLock::Backup => (Self::BACKUP_CLASS, None),
+        };
+        let query = if exclusive {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, coalesce(hashtext($2), 0))")
+        } else {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock_shared($1, coalesce(hashtext($2), 0))")
+        };
+        query.bind(class).bind(name).fetch_one(session).await
     }
 }

@@ -12,24 +12,15 @@ use sqlx::PgPool;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::lock::{self, ScheduleLock};
-use super::schedule::{JobSpec, Overlap, Schedule};
+use super::guards::{self, ScheduleLock};
+use super::jobs::{self, JobFailure};
+use super::journal::{self, Journal, RunRecord, Status, Trigger};
+use super::schedule::{Overlap, Schedule};
 use crate::config::Config;
-use crate::journal::{self, Journal, RunRecord, Status, Trigger};
-use crate::{backup, fetch, pgconf};
+use crate::retry::Backoff;
 
 /// How long the guards may wait for PostgreSQL before the run goes ahead without them.
 const GUARD_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A job's failure that still has an account for the journal (the archiver's statistics of a failed
-/// `pgconf-enforce`, ...): the run is recorded `failed` with `message` as its error and `detail` as its
-/// detail.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct JobFailure {
-    pub message: String,
-    pub detail: serde_json::Value,
-}
 
 /// Runs jobs; shared by the scheduler and `userpipe jobs run`.
 pub struct Runner {
@@ -78,7 +69,7 @@ impl Runner {
 
         if let (Some(pool), Some(at)) = (&self.pool, scheduled_for) {
             let instance = journal::instance();
-            let claim = lock::claim_firing(pool, &schedule.name, at, run_id, &instance);
+            let claim = guards::claim_firing(pool, &schedule.name, at, run_id, &instance);
             match tokio::time::timeout(GUARD_TIMEOUT, claim).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
@@ -101,7 +92,7 @@ impl Runner {
             None => None,
             Some(pool) => match tokio::time::timeout(
                 GUARD_TIMEOUT,
-                lock::try_lock(pool, &schedule.name, exclusive),
+                guards::try_lock(pool, &schedule.name, exclusive),
             )
             .await
             {
@@ -138,8 +129,8 @@ impl Runner {
             let jitter = rand::rng().random_range(Duration::ZERO..=schedule.jitter);
             tokio::time::sleep(jitter).await;
         }
-        let attempts = schedule.retries + 1;
-        let mut backoff = schedule.retry_backoff;
+        let attempts = schedule.retries.saturating_add(1);
+        let mut backoff = Backoff::new(schedule.retry_backoff, Duration::MAX);
         let mut status = Status::Failed;
         for attempt in 1..=attempts {
             let started = RunRecord::started(
@@ -151,8 +142,8 @@ impl Runner {
                 scheduled_for,
             );
             self.journal.record(&started);
-            let outcome =
-                tokio::time::timeout(schedule.timeout, self.execute(&schedule.job, run_id)).await;
+            let work = jobs::execute(&self.config, &self.producer, &schedule.job, run_id);
+            let outcome = tokio::time::timeout(schedule.timeout, work).await;
             let finished = match outcome {
                 Ok(Ok(detail)) => started.finished(Status::Succeeded).with_detail(detail),
                 Ok(Err(e)) => {
@@ -170,16 +161,11 @@ impl Runner {
                 )),
             };
             self.journal.record(&finished);
-            status = match finished.status.as_str() {
-                "succeeded" => Status::Succeeded,
-                "timed_out" => Status::TimedOut,
-                _ => Status::Failed,
-            };
+            status = finished.status;
             if status == Status::Succeeded || attempt == attempts {
                 break;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         Some(status)
     }
@@ -190,33 +176,6 @@ impl Runner {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .copied()
-    }
-
-    /// The job itself; its detail goes into the journal.
-    async fn execute(&self, job: &JobSpec, run_id: Uuid) -> anyhow::Result<serde_json::Value> {
-        match job {
-            JobSpec::FetchUsers(params) => {
-                let mut config = self.config.clone();
-                if let Some(source) = &params.source {
-                    config.fetch.source = source.clone();
-                }
-                let report = fetch::run(&config, &self.producer, params.results, run_id).await?;
-                Ok(serde_json::to_value(report)?)
-            }
-            JobSpec::BaseBackup(params) => {
-                let mut config = self.config.clone();
-                if let Some(keep) = params.keep {
-                    config.backup.keep = keep;
-                }
-                let report = backup::run(&config, false).await?;
-                Ok(serde_json::to_value(report)?)
-            }
-            JobSpec::RestoreDrill(_) => {
-                let report = backup::drill::run(&self.config, None).await?;
-                Ok(serde_json::to_value(report)?)
-            }
-            JobSpec::PgconfEnforce(params) => pgconf::enforce(&self.config, params.apply).await,
-        }
     }
 }
 

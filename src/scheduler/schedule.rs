@@ -1,20 +1,21 @@
-//! Schedule files: parsing and checking one `schedules/<name>.toml`, and its next fire times. Pure: the
-//! caller reads the file; errors carry the file, line and column.
+//! Schedule files: parsing and checking one `schedules/<name>.toml`. Pure: the caller reads the file;
+//! errors carry the file, line and column.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
-use croner::parser::{CronParser, Seconds, Year};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::fetch::MAX_RESULTS;
+use super::cron::{next_fires, parse_cron};
+use super::jobs::{BackupParams, DrillParams, FetchParams, JOB_KINDS, JobSpec, PgconfParams};
+use crate::pipeline::fetch::MAX_RESULTS;
 
 /// One schedule, checked.
 #[derive(Debug, Clone)]
@@ -33,90 +34,6 @@ pub struct Schedule {
     pub retry_backoff: Duration,
     pub jitter: Duration,
     pub run_on_start: bool,
-}
-
-/// What a run does, with its typed parameters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "job", content = "params", rename_all = "kebab-case")]
-pub enum JobSpec {
-    FetchUsers(FetchParams),
-    BaseBackup(BackupParams),
-    RestoreDrill(DrillParams),
-    PgconfEnforce(PgconfParams),
-}
-
-impl JobSpec {
-    /// The kind as written in a schedule file.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            JobSpec::FetchUsers(_) => "fetch-users",
-            JobSpec::BaseBackup(_) => "base-backup",
-            JobSpec::RestoreDrill(_) => "restore-drill",
-            JobSpec::PgconfEnforce(_) => "pgconf-enforce",
-        }
-    }
-}
-
-/// The job kinds, as written in schedule files.
-pub const JOB_KINDS: [&str; 4] = [
-    "fetch-users",
-    "base-backup",
-    "restore-drill",
-    "pgconf-enforce",
-];
-
-/// `[params]` of `fetch-users`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FetchParams {
-    /// Users per run (1 to 5000).
-    #[serde(default = "one")]
-    pub results: usize,
-    /// A source other than `fetch.source`: a URL, or `generator`.
-    #[serde(default)]
-    pub source: Option<String>,
-}
-
-impl Default for FetchParams {
-    fn default() -> Self {
-        Self {
-            results: 1,
-            source: None,
-        }
-    }
-}
-
-fn one() -> usize {
-    1
-}
-
-/// `[params]` of `base-backup`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackupParams {
-    /// Verified backups to keep, instead of `backup.keep` (1 or more).
-    #[serde(default)]
-    pub keep: Option<usize>,
-}
-
-/// `[params]` of `restore-drill`: none; the drill takes the newest verified backup.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrillParams {}
-
-/// `[params]` of `pgconf-enforce`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PgconfParams {
-    /// Write drifting settings with ALTER SYSTEM and reload (true), or only check and report (false).
-    #[serde(default = "yes")]
-    pub apply: bool,
-}
-
-impl Default for PgconfParams {
-    fn default() -> Self {
-        Self { apply: true }
-    }
 }
 
 /// What happens when a firing comes while the previous run of the schedule is still going.
@@ -319,48 +236,11 @@ fn read<P: DeserializeOwned + Default>(
     Ok((rest, params, span))
 }
 
-/// Parses a cron expression: 5 fields (minute first, as in crontab), 6 (seconds first), or an alias
-/// (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
-pub fn parse_cron(text: &str) -> Result<Cron, String> {
-    let fields = text.split_whitespace().count();
-    if !text.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
-        return Err(format!(
-            "cron expression `{text}` has {fields} fields: write 5 (minute hour day month weekday) or 6 (seconds first)"
-        ));
-    }
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(text)
-        .map_err(|e| format!("invalid cron expression `{text}`: {e}"))
-}
-
 impl Schedule {
     /// The next `n` fire times strictly after `after`, in the schedule's timezone.
     pub fn next_fires(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
         next_fires(&self.cron, self.timezone, after, n)
     }
-}
-
-/// The next `n` fire times of `cron` in `timezone`, strictly after `after`. A pure function of its inputs;
-/// daylight-saving gaps and overlaps follow croner's rules (a fixed time in a gap fires right after it,
-/// in an overlap once).
-pub fn next_fires(cron: &Cron, timezone: Tz, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
-    let mut fires = Vec::with_capacity(n);
-    // Cron has whole seconds; croner would carry a fraction of `after` into every result.
-    let whole = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
-    let mut at = timezone.from_utc_datetime(&whole.naive_utc());
-    while fires.len() < n {
-        match cron.find_next_occurrence(&at, false) {
-            Ok(next) => {
-                fires.push(next);
-                at = next;
-            }
-            Err(_) => break,
-        }
-    }
-    fires
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -385,23 +265,6 @@ mod tests {
             error.starts_with(expected),
             "{error:?}\nshould start with {expected:?}"
         );
-    }
-
-    fn utc(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
-    }
-
-    fn check_fires(cron: &str, tz: &str, after: &str, expected: &[&str]) {
-        let schedule = parse_text(&format!(
-            "job = \"fetch-users\"\ncron = \"{cron}\"\ntimezone = \"{tz}\"\n"
-        ))
-        .unwrap();
-        let fires: Vec<String> = schedule
-            .next_fires(utc(after), expected.len())
-            .iter()
-            .map(|t| t.to_rfc3339())
-            .collect();
-        assert_eq!(fires, expected, "{cron} in {tz} after {after}");
     }
 
     #[test]
@@ -540,95 +403,5 @@ mod tests {
             );
             assert_eq!(schedule.timezone, Tz::UTC);
         }
-    }
-
-    #[test]
-    fn five_fields_are_minute_first_and_six_seconds_first() {
-        check_fires(
-            "*/15 * * * *",
-            "UTC",
-            "2026-01-01T00:00:00Z",
-            &["2026-01-01T00:15:00+00:00", "2026-01-01T00:30:00+00:00"],
-        );
-        check_fires(
-            "*/15 * * * * *",
-            "UTC",
-            "2026-01-01T00:00:00Z",
-            &["2026-01-01T00:00:15+00:00", "2026-01-01T00:00:30+00:00"],
-        );
-        check_fires(
-            "@hourly",
-            "UTC",
-            "2026-01-01T00:10:00Z",
-            &["2026-01-01T01:00:00+00:00"],
-        );
-        check_fires(
-            "@daily",
-            "UTC",
-            "2026-01-01T00:10:00Z",
-            &["2026-01-02T00:00:00+00:00"],
-        );
-        check_fires(
-            "@weekly",
-            "UTC",
-            "2026-01-01T00:10:00Z",
-            &["2026-01-04T00:00:00+00:00"],
-        );
-        // The seed's backup: Saturday 02:00.
-        check_fires(
-            "0 2 * * 6",
-            "UTC",
-            "2026-11-28T02:00:00Z",
-            &["2026-12-05T02:00:00+00:00", "2026-12-12T02:00:00+00:00"],
-        );
-    }
-
-    #[test]
-    fn fire_times_are_whole_seconds() {
-        check_fires(
-            "* * * * * *",
-            "UTC",
-            "2026-01-01T00:00:00.750Z",
-            &["2026-01-01T00:00:01+00:00", "2026-01-01T00:00:02+00:00"],
-        );
-    }
-
-    #[test]
-    fn fire_times_follow_the_timezone_across_both_dst_transitions() {
-        // Spring forward in Berlin, 2026-03-29: 02:00 CET becomes 03:00 CEST, 02:30 does not exist that day.
-        check_fires(
-            "30 2 * * *",
-            "Europe/Berlin",
-            "2026-03-27T12:00:00Z",
-            &[
-                "2026-03-28T02:30:00+01:00",
-                "2026-03-29T03:00:00+02:00",
-                "2026-03-30T02:30:00+02:00",
-            ],
-        );
-        // Fall back in Berlin, 2026-10-25: 02:30 happens twice; the job runs once.
-        check_fires(
-            "30 2 * * *",
-            "Europe/Berlin",
-            "2026-10-23T12:00:00Z",
-            &[
-                "2026-10-24T02:30:00+02:00",
-                "2026-10-25T02:30:00+02:00",
-                "2026-10-26T02:30:00+01:00",
-            ],
-        );
-        // A daily 09:00 in New York stays 09:00 local when the offset changes (2026-03-08 and 2026-11-01).
-        check_fires(
-            "0 9 * * *",
-            "America/New_York",
-            "2026-03-07T00:00:00Z",
-            &["2026-03-07T09:00:00-05:00", "2026-03-08T09:00:00-04:00"],
-        );
-        check_fires(
-            "0 9 * * *",
-            "America/New_York",
-            "2026-10-31T00:00:00Z",
-            &["2026-10-31T09:00:00-04:00", "2026-11-01T09:00:00-05:00"],
-        );
     }
 }

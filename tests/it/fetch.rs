@@ -5,7 +5,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use serde_json::Value;
 use userpipe::config::Config;
-use userpipe::fetch::{self, FetchReport};
+use userpipe::pipeline::fetch::{self, FetchReport};
 use uuid::Uuid;
 
 use crate::support::randomuser::{FakeRandomUser, Reply, fixture_page};
@@ -28,12 +28,9 @@ async fn fetch_with(
 ) -> anyhow::Result<FetchReport> {
     let mut config = config(kafka, server);
     edit(&mut config);
-    userpipe::kafka::ensure_topics(
-        &config.kafka.brokers,
-        &userpipe::app::topic_specs(&config, &config.topics),
-    )
-    .await
-    .expect("create topics");
+    userpipe::pipeline::topics::ensure(&config, &config.topics)
+        .await
+        .expect("create topics");
     let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
     fetch::run(&config, &producer, 2, Uuid::new_v4()).await
 }

@@ -62,7 +62,7 @@ fn write_backup(
     finished_at: chrono::DateTime<chrono::Utc>,
     ok: bool,
 ) {
-    let metadata = userpipe::backup::Metadata {
+    let metadata = userpipe::pg::backup::Metadata {
         id: id.to_owned(),
         label: format!("userpipe {id}"),
         started_at: finished_at - chrono::Duration::minutes(3),
@@ -75,7 +75,7 @@ fn write_backup(
         start_lsn: "0/2000028".into(),
         end_lsn: "0/2000100".into(),
         start_wal: None,
-        verification: userpipe::backup::Verification {
+        verification: userpipe::pg::backup::Verification {
             ok,
             at: finished_at,
             problems: Vec::new(),
@@ -119,7 +119,7 @@ async fn metrics_parse_and_their_counters_move_when_users_flow() {
     let (timestamp0, sink0) = (before("timestamp"), before("sink"));
 
     let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
-    userpipe::fetch::run(&config, &producer, 50, uuid::Uuid::new_v4())
+    userpipe::pipeline::fetch::run(&config, &producer, 50, uuid::Uuid::new_v4())
         .await
         .expect("publish 50 users");
     wait_for("50 rows", Duration::from_secs(60), || async {

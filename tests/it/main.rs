@@ -1,10 +1,9 @@
 //! Integration tests: one binary, run against the real Kafka broker and PostgreSQL server that
 //! `scripts/stack up` starts (its `scripts/stack env` says where they listen).
 
-mod deploy;
 mod fetch;
 mod http;
-mod pgops;
+mod pg;
 mod pipeline;
 mod scheduler;
 mod smoke;

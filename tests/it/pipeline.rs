@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use userpipe::app::{self, Role};
 use userpipe::config::{Config, dead_letter_topic};
-use userpipe::fetch::generator::Generator;
 use userpipe::kafka::{self, Outbound, header};
-use userpipe::record::{self, Object};
+use userpipe::pipeline::fetch::generator::Generator;
+use userpipe::pipeline::record::{self, Object};
 use uuid::Uuid;
 
 use crate::support::cluster::TestCluster;
@@ -79,7 +79,7 @@ async fn publish_users(config: &Config, users: &[Object]) {
             .iter()
             .map(|u| outbound(&config.topics.users, u))
             .collect();
-        userpipe::fetch::publish(config, &producer, &records)
+        userpipe::pipeline::fetch::publish(config, &producer, &records)
             .await
             .expect("publish");
     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use userpipe::config::Config;
-use userpipe::journal::{self, Journal, RunFilter, RunRecord, Status, Trigger};
+use userpipe::scheduler::journal::{self, Journal, RunFilter, RunRecord, Status, Trigger};
 use userpipe::scheduler::{self, Runner, schedule};
 
 use crate::support::randomuser::{FakeRandomUser, Reply, fixture_page};
@@ -100,20 +100,20 @@ async fn a_run_longer_than_its_interval_skips_the_firings_it_overlaps_and_firing
             let runs = runs(&db.pool, "tick").await;
             let slow = runs
                 .iter()
-                .find(|r| r.status == "succeeded" && r.duration_ms >= Some(3000))?
+                .find(|r| r.status == Status::Succeeded && r.duration_ms >= Some(3000))?
                 .clone();
             let slow_end = slow.finished_at?;
             let skipped = runs
                 .iter()
                 .find(|r| {
-                    r.status == "skipped"
+                    r.status == Status::Skipped
                         && r.started_at > slow.started_at
                         && r.started_at < slow_end
                 })?
                 .clone();
             let later = runs
                 .iter()
-                .find(|r| r.status == "succeeded" && r.scheduled_for > Some(slow_end))?
+                .find(|r| r.status == Status::Succeeded && r.scheduled_for > Some(slow_end))?
                 .clone();
             Some((slow, skipped, later))
         },
@@ -125,8 +125,8 @@ async fn a_run_longer_than_its_interval_skips_the_firings_it_overlaps_and_firing
         skipped.reason,
         Some(format!("the previous run {} is still running", slow.run_id))
     );
-    assert_eq!(skipped.trigger, "schedule");
-    assert_eq!(later.trigger, "schedule");
+    assert_eq!(skipped.trigger, Trigger::Schedule);
+    assert_eq!(later.trigger, Trigger::Schedule);
     let detail = later.detail.expect("a fetch run has detail");
     assert_eq!(detail["published"], 2);
 }
@@ -154,14 +154,14 @@ async fn a_run_past_its_timeout_is_cancelled_and_recorded_timed_out() {
         runs(&db.pool, "test")
             .await
             .into_iter()
-            .find(|r| r.status == "timed_out")
+            .find(|r| r.status == Status::TimedOut)
     })
     .await;
     assert_eq!(
         run.reason.as_deref(),
         Some("cancelled after the timeout of 500ms")
     );
-    assert_eq!(run.trigger, "manual");
+    assert_eq!(run.trigger, Trigger::Manual);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +182,7 @@ async fn a_failing_run_is_retried_with_backoff_and_each_attempt_recorded() {
         Duration::from_secs(10),
         || async {
             let runs = runs(&db.pool, "test").await;
-            (runs.len() == 3 && runs.iter().all(|r| r.status == "failed")).then_some(runs)
+            (runs.len() == 3 && runs.iter().all(|r| r.status == Status::Failed)).then_some(runs)
         },
     )
     .await;
@@ -336,14 +336,14 @@ async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
     let runs: Vec<RunRecord> = runs(&db.pool, "tick")
         .await
         .into_iter()
-        .filter(|r| r.trigger == "schedule")
+        .filter(|r| r.trigger == Trigger::Schedule)
         .collect();
     let firings: Vec<DateTime<Utc>> = runs.iter().filter_map(|r| r.scheduled_for).collect();
     let distinct: HashSet<DateTime<Utc>> = firings.iter().copied().collect();
     assert_eq!(firings.len(), distinct.len(), "a firing ran twice");
     // A firing that came while the previous run was still going is recorded as skipped, also exactly once.
-    for run in runs.iter().filter(|r| r.status != "succeeded") {
-        assert_eq!(run.status, "skipped", "{run:?}");
+    for run in runs.iter().filter(|r| r.status != Status::Succeeded) {
+        assert_eq!(run.status, Status::Skipped, "{run:?}");
         assert!(
             run.reason
                 .as_deref()
@@ -352,7 +352,10 @@ async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
             "{run:?}"
         );
     }
-    let succeeded = runs.iter().filter(|r| r.status == "succeeded").count();
+    let succeeded = runs
+        .iter()
+        .filter(|r| r.status == Status::Succeeded)
+        .count();
     assert!(
         succeeded * 2 > runs.len(),
         "most firings ran: {succeeded} of {}",
@@ -447,18 +450,18 @@ async fn journal_rows_match_the_log_and_an_interrupted_run_becomes_abandoned() {
             let slow = runs(&db.pool, "slow")
                 .await
                 .into_iter()
-                .find(|r| r.status == "running")?;
+                .find(|r| r.status == Status::Running)?;
             (runs(&db.pool, "quick")
                 .await
                 .iter()
-                .filter(|r| r.status == "succeeded")
+                .filter(|r| r.status == Status::Succeeded)
                 .count()
                 >= 3)
                 .then_some(slow)
         },
     )
     .await;
-    assert_eq!(slow.trigger, "start");
+    assert_eq!(slow.trigger, Trigger::Start);
     first.kill();
 
     std::fs::remove_file(dir.path().join("slow.toml")).unwrap();
@@ -470,7 +473,7 @@ async fn journal_rows_match_the_log_and_an_interrupted_run_becomes_abandoned() {
             runs(&db.pool, "slow")
                 .await
                 .into_iter()
-                .find(|r| r.run_id == slow.run_id && r.status == "abandoned")
+                .find(|r| r.run_id == slow.run_id && r.status == Status::Abandoned)
         },
     )
     .await;
@@ -492,8 +495,13 @@ async fn journal_rows_match_the_log_and_an_interrupted_run_becomes_abandoned() {
     let table: HashMap<(String, i64), String> = runs(&db.pool, "quick")
         .await
         .into_iter()
-        .filter(|r| r.status != "running")
-        .map(|r| ((r.run_id.to_string(), r.attempt as i64), r.status))
+        .filter(|r| r.status != Status::Running)
+        .map(|r| {
+            (
+                (r.run_id.to_string(), r.attempt as i64),
+                r.status.to_string(),
+            )
+        })
         .collect();
     let second_events = finished_events(&second.log_text());
     for (key, status) in &second_events {
@@ -515,12 +523,9 @@ async fn with_postgres_down_a_job_still_runs_and_its_record_reaches_the_table_on
     let kafka = TestKafka::new();
     let cluster = crate::support::cluster::TestCluster::start();
     let config = config_for(&kafka, &cluster.url());
-    userpipe::kafka::ensure_topics(
-        &config.kafka.brokers,
-        &userpipe::app::topic_specs(&config, &config.topics),
-    )
-    .await
-    .unwrap();
+    userpipe::pipeline::topics::ensure(&config, &config.topics)
+        .await
+        .unwrap();
     let pool = userpipe::db::lazy_pool(&cluster.url(), 2).unwrap();
     userpipe::db::migrate(&pool).await.unwrap();
     cluster.stop();
@@ -559,10 +564,10 @@ async fn with_postgres_down_a_job_still_runs_and_its_record_reaches_the_table_on
                 .await
                 .ok()?
                 .into_iter()
-                .find(|r| r.status == "succeeded")
+                .find(|r| r.status == Status::Succeeded)
         },
     )
     .await;
-    assert_eq!(record.trigger, "manual");
+    assert_eq!(record.trigger, Trigger::Manual);
     assert_eq!(record.detail.expect("detail")["published"], 3);
 }

@@ -195,12 +195,9 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
 
 /// Creates the topics and the schema, as `userpipe run` does at start.
 pub async fn prepare(config: &Config, pool: &PgPool) {
-    userpipe::kafka::ensure_topics(
-        &config.kafka.brokers,
-        &userpipe::app::topic_specs(config, &config.topics),
-    )
-    .await
-    .expect("create the topics");
+    userpipe::pipeline::topics::ensure(config, &config.topics)
+        .await
+        .expect("create the topics");
     userpipe::db::migrate(pool).await.expect("migrate");
 }
 

@@ -1,0 +1,185 @@
+//! The command line's arguments (clap): every command, its flags and their help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+use crate::app::Role;
+use crate::scheduler::journal::Status;
+
+/// userpipe: the user-data pipeline on Kafka and PostgreSQL, and its operations.
+#[derive(Debug, Parser)]
+#[command(name = "userpipe", version)]
+pub struct Cli {
+    /// Configuration file [default: $USERPIPE_CONFIG, else ./userpipe.toml when it exists]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format: `text` for people, `json` for machines
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "USERPIPE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline roles until SIGTERM or SIGINT
+    Run {
+        /// Roles to run, comma separated: timestamp, tags, sink [default: all]
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<Role>,
+    },
+    /// Fetch users once and publish them to the users topic
+    Fetch {
+        /// How many users (1 to 5000)
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// A randomuser.me-compatible URL, or `generator` [default: fetch.source]
+        #[arg(long)]
+        source: Option<String>,
+        /// Seed of the generator, for repeatable runs
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// The database schema
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Measure the pipeline end to end against the running stack
+    Bench {
+        /// Users to push through
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Publish at this steady rate (users per second) instead of as fast as possible
+        #[arg(long, conflicts_with = "preload")]
+        rate: Option<u64>,
+        /// Publish every user first, then time only the pipeline draining them (its capacity)
+        #[arg(long)]
+        preload: bool,
+    },
+    /// Exit 0 when the running `userpipe run` on `http.listen` says it is ready (the container's HEALTHCHECK)
+    Health,
+    /// The configuration
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Schedule files
+    Schedules {
+        #[command(subcommand)]
+        command: SchedulesCommand,
+    },
+    /// The WAL-archiving settings of pgconf.file against the running PostgreSQL
+    Pgconf {
+        #[command(subcommand)]
+        command: PgconfCommand,
+    },
+    /// Base backups: take, list, verify, prune, and prove one restores
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Job runs: list the recent ones (default), show one, or run a schedule now
+    #[command(args_conflicts_with_subcommands = true)]
+    Jobs {
+        #[command(subcommand)]
+        command: Option<JobsCommand>,
+        #[command(flatten)]
+        list: JobsList,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Check every schedule file and show each one's next three fire times; exit 1 if any is invalid
+    Check {
+        /// The schedule folder [default: scheduler.dir]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JobsList {
+    /// Only this schedule
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Only this status
+    #[arg(long, value_enum)]
+    pub status: Option<Status>,
+    /// Only runs started since then: a duration back from now (`2h`, `3d`) or an RFC 3339 time
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// JSON lines instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Every attempt of one run
+    Show {
+        run_id: Uuid,
+        /// JSON lines instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a schedule now (trigger `manual`), under the same overlap guard as scheduled runs
+    Run { schedule: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PgconfCommand {
+    /// Compare with the server; exit 0 when in force, 1 on drift, 2 when a restart is needed
+    Check,
+    /// Show the settings that differ, server first
+    Diff,
+    /// Write the differences with ALTER SYSTEM and reload; exit 2 when a restart is still needed
+    Apply,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a base backup now, verify it, then apply retention
+    Run,
+    /// The backups in backup.dir, oldest first
+    List {
+        /// JSON lines instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a backup again with pg_verifybackup; exit 1 when it fails
+    Verify { id: String },
+    /// Delete what retention chooses: all but the newest backup.keep verified backups
+    Prune,
+    /// Restore a backup (default: the newest verified) into a throwaway server from the WAL archive
+    RestoreTest { id: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply the schema migrations
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration, secrets redacted
+    Show,
+}

@@ -1,0 +1,248 @@
+//! What the commands print: tables of job runs and backups, one run in detail, the schedules check, and
+//! the one-line accounts of a fetch, a backup and a drill. Pure: each function returns the text.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use comfy_table::Table;
+use comfy_table::presets::NOTHING;
+
+use crate::pg::backup::{BackupReport, Listed};
+use crate::pg::drill::DrillReport;
+use crate::pipeline::fetch::FetchReport;
+use crate::scheduler::journal::RunRecord;
+use crate::scheduler::{Loaded, Schedule};
+
+/// `header` and `rows` as aligned columns, two spaces apart, no borders.
+fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+    let mut table = Table::new();
+    table.load_style(NOTHING).set_header(header);
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    for row in rows {
+        table.add_row(row);
+    }
+    let mut text: String = table
+        .lines()
+        .map(|line| line.trim_end().to_owned() + "\n")
+        .collect();
+    if text.is_empty() {
+        text.push('\n');
+    }
+    text
+}
+
+/// A duration in the units a person reads: `350ms`, `1m 5s`, `2h 3m`.
+pub fn duration(ms: i64) -> String {
+    let ms = ms.max(0) as u64;
+    // Down to the second past a minute, to the millisecond below it.
+    let shown = if ms >= 60_000 {
+        Duration::from_secs(ms / 1000)
+    } else {
+        Duration::from_millis(ms)
+    };
+    humantime::format_duration(shown).to_string()
+}
+
+/// `jobs`: run attempts, one line each, newest first.
+pub fn runs_table(records: &[RunRecord]) -> String {
+    let header = [
+        "STARTED", "SCHEDULE", "JOB", "TRIGGER", "TRY", "STATUS", "DURATION", "RUN ID", "NOTE",
+    ];
+    let rows = records.iter().map(|r| {
+        let note = r
+            .error
+            .as_deref()
+            .or(r.reason.as_deref())
+            .map(str::to_owned)
+            .unwrap_or_else(|| r.detail.as_ref().map(|d| d.to_string()).unwrap_or_default());
+        [
+            r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.schedule.clone(),
+            r.job.clone(),
+            r.trigger.to_string(),
+            r.attempt.to_string(),
+            r.status.to_string(),
+            r.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+            r.run_id.to_string(),
+            note.chars().take(80).collect(),
+        ]
+    });
+    table(header, rows)
+}
+
+/// `jobs show`: one attempt, a field a line.
+pub fn describe_run(r: &RunRecord) -> String {
+    let mut text = format!(
+        "run {} attempt {}\n  schedule  {}\n  job       {}\n  trigger   {}\n  status    {}\n  started   {}\n",
+        r.run_id,
+        r.attempt,
+        r.schedule,
+        r.job,
+        r.trigger,
+        r.status,
+        r.started_at.to_rfc3339()
+    );
+    let optional = [
+        ("scheduled", r.scheduled_for.map(|t| t.to_rfc3339())),
+        ("finished", r.finished_at.map(|t| t.to_rfc3339())),
+        ("duration", r.duration_ms.map(duration)),
+        ("reason", r.reason.clone()),
+        ("error", r.error.clone()),
+        ("detail", r.detail.as_ref().map(|d| d.to_string())),
+        ("instance", Some(r.instance.clone())),
+    ];
+    for (label, value) in optional {
+        if let Some(value) = value {
+            text.push_str(&format!("  {label:<9} {value}\n"));
+        }
+    }
+    text
+}
+
+/// `schedules check`: each valid schedule with its next three fire times after `now`, then the count.
+/// The errors are printed apart, on stderr.
+pub fn schedules_check(
+    loaded: &Loaded,
+    dir: &std::path::Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut text = String::new();
+    for (schedule, _) in &loaded.schedules {
+        text.push_str(&schedule_line(schedule));
+        for fire in schedule.next_fires(now, 3) {
+            text.push_str(&format!("    {}\n", fire.format("%a %Y-%m-%d %H:%M:%S %Z")));
+        }
+    }
+    text.push_str(&format!(
+        "{} valid, {} invalid schedule file(s) in {}\n",
+        loaded.schedules.len(),
+        loaded.errors.len(),
+        dir.display()
+    ));
+    text
+}
+
+fn schedule_line(schedule: &Schedule) -> String {
+    let state = if schedule.enabled { "" } else { " (disabled)" };
+    format!(
+        "{}: {} at `{}` in {}{state}\n",
+        schedule.name,
+        schedule.job.kind(),
+        schedule.cron_text,
+        schedule.timezone
+    )
+}
+
+/// `fetch`: what one fetch run did.
+pub fn fetch_report(report: &FetchReport, topic: &str) -> String {
+    format!(
+        "published {} of {} users to {topic} (skipped {}, run {})\n",
+        report.published, report.received, report.skipped, report.run_id
+    )
+}
+
+/// `backup run`: the backup kept, and what retention deleted.
+pub fn backup_report(report: &BackupReport) -> String {
+    let mut text = format!(
+        "backup {} verified: {} at {} (WAL {} to {}), took {}\n",
+        report.id,
+        ByteSize(report.bytes).display().iec(),
+        report.path.display(),
+        report.start_lsn,
+        report.end_lsn,
+        duration(report.duration_ms as i64)
+    );
+    if !report.pruned.is_empty() {
+        text.push_str(&format!("retention deleted {}\n", report.pruned.join(", ")));
+    }
+    text
+}
+
+/// `backup restore-test`: what the drill found.
+pub fn drill_report(report: &DrillReport) -> String {
+    let newest = report
+        .newest_commit_time
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| "none replayed".into());
+    format!(
+        "backup {} restores: {} rows in random_users, recovery took {:.1} s ({} WAL segments from the archive), newest commit {newest}\n",
+        report.backup_id, report.rows, report.recovery_seconds, report.wal_segments_restored
+    )
+}
+
+/// `backup list`: one line per backup, oldest first.
+pub fn backups_table(listed: &[Listed]) -> String {
+    let header = [
+        "ID",
+        "STARTED (UTC)",
+        "TOOK",
+        "SIZE",
+        "WAL (TIMELINE START END)",
+        "SERVER",
+        "VERIFIED",
+    ];
+    let rows = listed.iter().map(|l| match &l.metadata {
+        Some(m) => [
+            l.id.clone(),
+            m.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            duration((m.finished_at - m.started_at).num_milliseconds()),
+            ByteSize(m.bytes).display().iec().to_string(),
+            format!("{} {} {}", m.timeline, m.start_lsn, m.end_lsn),
+            m.server_version
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            if m.verification.ok {
+                format!("yes {}", m.verification.at.format("%Y-%m-%d %H:%M"))
+            } else {
+                format!("FAILED: {}", m.verification.problems.join("; "))
+            },
+        ],
+        None => [
+            l.id.clone(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            l.problem.clone().unwrap_or_default(),
+        ],
+    });
+    table(header, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_without_trailing_blanks() {
+        let text = table(
+            ["ID", "STATUS"],
+            [
+                ["a-long-id".to_owned(), "ok".to_owned()],
+                ["b".to_owned(), String::new()],
+            ],
+        );
+        assert_eq!(text, "ID         STATUS\na-long-id  ok\nb\n");
+    }
+
+    #[test]
+    fn durations_read_easily() {
+        assert_eq!(duration(350), "350ms");
+        assert_eq!(duration(1_500), "1s 500ms");
+        assert_eq!(duration(65_432), "1m 5s");
+        assert_eq!(duration(7_384_000), "2h 3m 4s");
+        assert_eq!(duration(-5), "0s");
+    }
+
+    #[test]
+    fn sizes_read_easily() {
+        assert_eq!(ByteSize(0).display().iec().to_string(), "0 B");
+        assert_eq!(ByteSize(1536).display().iec().to_string(), "1.5 KiB");
+        assert_eq!(ByteSize(23_586_816).display().iec().to_string(), "22.5 MiB");
+    }
+}

@@ -1,0 +1,266 @@
+//! The sections of `userpipe.toml`: one struct each, every key with its default and a doc comment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+
+/// Base backups, the WAL archive they are recovered from, and the restore drill.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The folder of base backups, one `<id>` folder each with its `backup.json` (`USERPIPE_BACKUP_DIR`).
+    pub dir: PathBuf,
+    /// The WAL archive: the folder `archive-wal.sh` writes segments to, as this process sees it; the
+    /// restore drill's `restore_command` reads it (`USERPIPE_WAL_ARCHIVE`).
+    pub wal_archive: PathBuf,
+    /// Verified backups kept by retention, newest first (1 or more; the newest verified one is never
+    /// deleted).
+    pub keep: usize,
+    /// The folder of the PostgreSQL programs (`pg_basebackup`, `pg_verifybackup`, `pg_ctl`, `postgres`);
+    /// empty: found on the PATH with `which`, then in `/usr/lib/postgresql/<newest>/bin`
+    /// (`USERPIPE_PG_BIN`).
+    pub pg_bin: PathBuf,
+    /// The folder the restore drill makes its scratch folder in; empty: the system's temporary folder.
+    /// The drill's server user must be able to reach it.
+    pub scratch: PathBuf,
+    /// The operating-system user the restore drill's throwaway server runs as when userpipe runs as root
+    /// (PostgreSQL refuses root); otherwise the server runs as userpipe's own user.
+    pub drill_user: String,
+    /// Longest one step may take: `pg_basebackup`, `pg_verifybackup`, or the drill's recovery.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The most pg_basebackup reads from the server per second (its `--max-rate`: kB/s, or with a `k` or
+    /// `M` suffix; 32k to 1024M), to spare the server's disk; empty: no limit.
+    pub max_rate: String,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("backups"),
+            wal_archive: PathBuf::from("wal-archive"),
+            keep: 4,
+            pg_bin: PathBuf::new(),
+            scratch: PathBuf::new(),
+            drill_user: "postgres".into(),
+            timeout: Duration::from_secs(2 * 3600),
+            max_rate: String::new(),
+        }
+    }
+}
+
+/// The PostgreSQL settings userpipe keeps in force.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgconfConfig {
+    /// The desired WAL-archiving settings, in postgresql.conf syntax (`USERPIPE_PGCONF`).
+    pub file: PathBuf,
+}
+
+impl Default for PgconfConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("pgconf/archiving.conf"),
+        }
+    }
+}
+
+/// The HTTP endpoints: `/healthz`, `/readyz`, `/metrics`, `/api/jobs`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on (`USERPIPE_HTTP_ADDR`); empty turns the endpoints off. Loopback by default;
+    /// the container listens on all interfaces.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// The in-process scheduler.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// The folder of schedule files, one `<name>.toml` each (`USERPIPE_SCHEDULES`).
+    pub dir: PathBuf,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("schedules"),
+        }
+    }
+}
+
+/// Where the broker is and how userpipe's topics and consumer groups are made.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated (`USERPIPE_KAFKA_BROKERS`).
+    pub brokers: String,
+    /// Consumer groups are `<group_prefix>-<role>`, e.g. `userpipe-sink`.
+    pub group_prefix: String,
+    /// Partitions of each topic userpipe creates.
+    pub partitions: i32,
+    /// Replication factor of each topic userpipe creates.
+    pub replication_factor: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:19092".into(),
+            group_prefix: "userpipe".into(),
+            partitions: 3,
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Topic names; the defaults are the old scripts' names.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Fetched users (`get_data.py`'s topic).
+    pub users: String,
+    /// Users with stage 1's `timestamp`.
+    pub timestamped: String,
+    /// Users with stage 2's major and hobby; the sink reads it.
+    pub enriched: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            users: "users_info".into(),
+            timestamped: "enriched_users_info_timestamp".into(),
+            enriched: "enriched_users_info_randomtopics".into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Every topic with the given prefix put in front (benchmarks and tests use private topics).
+    pub fn prefixed(&self, prefix: &str) -> Self {
+        Self {
+            users: format!("{prefix}{}", self.users),
+            timestamped: format!("{prefix}{}", self.timestamped),
+            enriched: format!("{prefix}{}", self.enriched),
+        }
+    }
+}
+
+/// The dead-letter topic of an input topic.
+pub fn dead_letter_topic(input: &str) -> String {
+    format!("{input}.dlq")
+}
+
+/// The PostgreSQL database the sink writes into.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/db` (`DATABASE_URL`); the password is never printed.
+    pub url: Secret,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:55432/postgres"),
+            max_connections: 8,
+        }
+    }
+}
+
+/// How `fetch` gets users.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// `https://randomuser.me/api/`, another URL speaking its JSON, or `generator` for the built-in
+    /// offline generator (`USERPIPE_SOURCE`).
+    pub source: String,
+    /// Seed of the generator, for repeatable runs; none means a fresh seed each run.
+    pub seed: Option<u64>,
+    /// Timeout of one HTTP request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts at one page before the run fails (HTTP 429, 5xx, timeouts and connection errors are retried).
+    pub max_attempts: u32,
+    /// First wait between attempts; doubled each time, capped by `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Longest wait between attempts, also the cap on a server's `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long a fetch run waits for Kafka to acknowledge what it published before it fails.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            source: "https://randomuser.me/api/".into(),
+            seed: None,
+            timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            publish_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The two enrichment stages.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagesConfig {
+    /// Most messages handled as one batch (one wait for the produce acknowledgements).
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill once its first message is in.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Larger payloads are dead-lettered as oversized.
+    pub max_message_bytes: usize,
+}
+
+impl Default for StagesConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 2000,
+            linger: Duration::from_millis(20),
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The PostgreSQL sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Most rows written in one transaction.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill once its first message is in.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 4000,
+            linger: Duration::from_millis(20),
+        }
+    }
+}

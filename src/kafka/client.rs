@@ -1,0 +1,122 @@
+//! Kafka clients: the settings every client shares, the idempotent producer, the at-least-once consumer
+//! with its consumer-lag statistics, and the readiness probe. The only file that names librdkafka
+//! settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
+use rdkafka::statistics::Statistics;
+
+use crate::metrics::{LagLabels, METRICS};
+
+/// Largest record userpipe produces (a dead letter carries the original payload plus headers).
+const MAX_PRODUCED_BYTES: usize = 16 * 1024 * 1024;
+
+/// Settings every client of one cluster shares.
+pub fn base_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "userpipe")
+        // Keep librdkafka's own chatter out of the logs unless something is wrong.
+        .set("log_level", "4");
+    config
+}
+
+/// An idempotent producer that waits for every in-sync replica (`acks=all`) and retries on its own.
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    base_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
+        .create()
+        .with_context(|| format!("cannot create a kafka producer for {brokers}"))
+}
+
+/// A consumer context that turns librdkafka's statistics into the consumer-lag metric.
+pub struct LagContext {
+    group: String,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                // librdkafka reports -1 for partitions this member does not own, and a -1 partition.
+                if partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                let labels = LagLabels {
+                    group: self.group.clone(),
+                    topic: topic.clone(),
+                    partition,
+                };
+                METRICS
+                    .consumer_lag
+                    .get_or_create(&labels)
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// A consumer in `group` that starts at the earliest offset and stores offsets only when told to.
+pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer<LagContext>> {
+    base_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // A member that died is noticed in seconds, so its partitions move on quickly.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "50")
+        // Bound the prefetch buffer (librdkafka's default is 64 MB per consumer): memory stays small.
+        .set("queued.max.messages.kbytes", "8192")
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(LagContext {
+            group: group.to_owned(),
+        })
+        .with_context(|| format!("cannot create a kafka consumer for {brokers}"))
+}
+
+/// A client kept for readiness checks: can the broker be reached now?
+pub struct Probe {
+    client: BaseProducer,
+}
+
+impl Probe {
+    pub fn new(brokers: &str) -> anyhow::Result<Self> {
+        let client = base_config(brokers)
+            .create()
+            .with_context(|| format!("cannot create a kafka client for {brokers}"))?;
+        Ok(Self { client })
+    }
+
+    /// Asks the cluster for its metadata; an error says why it did not answer within `timeout`.
+    pub async fn check(probe: &Arc<Self>, timeout: Duration) -> Result<(), String> {
+        let probe = probe.clone();
+        tokio::task::spawn_blocking(move || {
+            probe
+                .client
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}

@@ -1,0 +1,17 @@
+//! Kafka plumbing: client settings ([`client`]), topics ([`admin`]), batched at-least-once consumption
+//! ([`consume`]), and delivery with retries and dead letters ([`deliver`]).
+//!
+//! The consumption contract: a consumed offset is stored (and later auto-committed) only after the batch it
+//! belongs to was completed by its [`BatchHandler`]; a batch that is abandoned stores nothing. Only
+//! `client.rs` names librdkafka settings.
+
+pub mod admin;
+pub mod client;
+pub mod consume;
+pub mod deliver;
+
+pub use admin::{DEAD_LETTER_MAX_BYTES, TopicSpec, delete_topics, ensure_topics};
+pub use client::{LagContext, Probe, base_config, consumer, producer};
+pub use consume::{BatchHandler, BatchSettings, Offsets, consume_batches};
+pub use deliver::{Outbound, deliver_all, header};
+pub use rdkafka::message::OwnedMessage as Received;

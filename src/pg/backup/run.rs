@@ -1,0 +1,379 @@
+//! Taking one base backup: `pg_basebackup` (plain format, WAL streamed, fast checkpoint, SHA-256 manifest)
+//! into `<dir>/<id>.partial`, checked with `pg_verifybackup`, then renamed in one step to `<dir>/<id>`
+//! holding its `backup.json`; then retention. A failed or cancelled run removes its partial folder and
+//! kills pg_basebackup's whole process group (its WAL streamer is a forked child that outlives it).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sqlx::Connection;
+use tracing::{error, info, warn};
+
+use super::catalog::{
+    Metadata, PARTIAL_SUFFIX, new_id, prune, sync_folder, verify_folder, write_metadata,
+};
+use crate::config::Config;
+use crate::db::AdvisoryLock;
+use crate::pg::program::{
+    check_client_version, find_program, program_version, run_program, tool_connection,
+};
+
+/// The account of one backup run, for the journal and the command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    pub server_version: String,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub end_lsn: String,
+    pub verified: bool,
+    /// Backups that retention deleted afterwards.
+    pub pruned: Vec<String>,
+    /// Why retention could not run (the backup itself is good).
+    pub prune_error: Option<String>,
+}
+
+/// Takes one base backup of the server at `database.url` into `backup.dir`, verifies it, makes it
+/// visible, then applies retention. `progress` shows a progress bar (on a terminal only).
+#[tracing::instrument(skip_all, fields(dir = %config.backup.dir.display()))]
+pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport> {
+    let clock = Instant::now();
+    let started_at = Utc::now();
+    let url = config.database.url.expose();
+    let timeout = config.backup.timeout;
+
+    let mut conn = crate::db::connect_one(url).await?;
+    let (server_version, server_version_num, tablespaces): (String, i32, i64) = sqlx::query_as(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
+         (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .context("cannot read the server's version")?;
+    if tablespaces > 0 {
+        bail!(
+            "the server has {tablespaces} tablespace(s) besides pg_default and pg_global; a plain-format \
+             backup would write them to their original paths, so userpipe does not back it up"
+        );
+    }
+    let locked = AdvisoryLock::Backup
+        .try_take(&mut conn, true)
+        .await
+        .context("cannot take the backup lock")?;
+    if !locked {
+        bail!("another base backup of this server is running");
+    }
+
+    let pg_basebackup = find_program(&config.backup.pg_bin, "pg_basebackup")?;
+    let pg_verifybackup = find_program(&config.backup.pg_bin, "pg_verifybackup")?;
+    let tool_version = program_version(&pg_basebackup).await?;
+    check_client_version(
+        "pg_basebackup",
+        &tool_version,
+        (server_version_num / 10_000) as u32,
+    )?;
+
+    let dir = config.backup.dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the backup folder {}", dir.display()))?;
+    remove_leftovers(&dir);
+    let id = new_id(started_at, |name| {
+        dir.join(name).exists() || dir.join(format!("{name}{PARTIAL_SUFFIX}")).exists()
+    });
+    let partial = dir.join(format!("{id}{PARTIAL_SUFFIX}"));
+    let mut guard = RemoveOnDrop::create(&partial)?;
+    info!(message = "base backup started", id = %id, server_version = %server_version);
+
+    let label = format!("userpipe {id}");
+    let (conninfo, password) = tool_connection(url)?;
+    let mut command = tokio::process::Command::new(&pg_basebackup);
+    command
+        .arg("--dbname")
+        .arg(&conninfo)
+        .arg("--pgdata")
+        .arg(&partial)
+        .args([
+            "--format=plain",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--manifest-checksums=SHA256",
+            "--no-password",
+        ])
+        .arg(format!("--label={label}"));
+    if !config.backup.max_rate.is_empty() {
+        command.arg(format!("--max-rate={}", config.backup.max_rate));
+    }
+    if progress {
+        command.arg("--progress");
+    }
+    if let Some(password) = &password {
+        command.env("PGPASSWORD", password);
+    }
+    let bar = progress_bar(progress);
+    let output = run_program(command, "pg_basebackup", timeout, |line| {
+        show_progress(&bar, line)
+    })
+    .await;
+    bar.finish_and_clear();
+    let output = output?;
+    if !output.status.success() {
+        bail!(
+            "pg_basebackup failed ({}): {}",
+            output.status,
+            output.problems("pg_basebackup")
+        );
+    }
+
+    let (timeline, start_lsn, end_lsn) = wal_range(&partial)?;
+    let start_wal = std::fs::read_to_string(partial.join("backup_label"))
+        .ok()
+        .and_then(|label| start_wal_file(&label));
+    let verification = verify_folder(&pg_verifybackup, &partial, timeout).await?;
+    if !verification.ok {
+        bail!(
+            "the new backup failed verification: {}",
+            verification.problems.join("; ")
+        );
+    }
+    let bytes = {
+        let partial = partial.clone();
+        tokio::task::spawn_blocking(move || folder_size(&partial))
+            .await
+            .context("the size count panicked")?
+            .context("cannot measure the backup")?
+    };
+    let metadata = Metadata {
+        id: id.clone(),
+        label,
+        started_at,
+        finished_at: Utc::now(),
+        bytes,
+        server_version: server_version.clone(),
+        server_version_num,
+        pg_basebackup: tool_version,
+        timeline,
+        start_lsn: start_lsn.clone(),
+        end_lsn: end_lsn.clone(),
+        start_wal,
+        verification,
+    };
+    write_metadata(&partial, &metadata)?;
+    let path = dir.join(&id);
+    std::fs::rename(&partial, &path)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
+    guard.disarm();
+    sync_folder(&dir);
+    conn.close().await.ok();
+    info!(message = "base backup verified and kept", id = %id, bytes, start_lsn = %start_lsn, end_lsn = %end_lsn);
+
+    let keep = config.backup.keep;
+    let pruned = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || prune(&dir, keep)).await
+    };
+    let (pruned, prune_error) = match pruned {
+        Ok(Ok(pruned)) => (pruned, None),
+        Ok(Err(e)) => {
+            warn!(message = "retention failed; the new backup is kept", error = %format!("{e:#}"));
+            (Vec::new(), Some(format!("{e:#}")))
+        }
+        Err(e) => (Vec::new(), Some(format!("retention panicked: {e}"))),
+    };
+    Ok(BackupReport {
+        id,
+        path,
+        bytes,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        server_version,
+        timeline,
+        start_lsn,
+        end_lsn,
+        verified: true,
+        pruned,
+        prune_error,
+    })
+}
+
+/// Removes what a crashed run left in `dir`: `<id>.partial` folders and `.<id>.deleting` folders. Only
+/// called while holding the backup lock.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let leftover = name.ends_with(PARTIAL_SUFFIX)
+            || (name.starts_with('.') && name.ends_with(".deleting"));
+        if leftover && entry.path().is_dir() {
+            warn!(message = "removing a folder left by an interrupted backup run", folder = %entry.path().display());
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                warn!(message = "cannot remove a leftover folder", folder = %entry.path().display(), error = %e);
+            }
+        }
+    }
+}
+
+/// A folder removed when dropped, unless disarmed: a backup that did not complete leaves nothing.
+struct RemoveOnDrop {
+    path: Option<PathBuf>,
+}
+
+impl RemoveOnDrop {
+    /// Creates the folder (mode 0700: a backup holds every row of the database).
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self {
+            path: Some(path.to_owned()),
+        })
+    }
+
+    fn disarm(&mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        // A killed writer may finish one last file operation after the kill: try again briefly.
+        for attempt in 1..=5 {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if attempt == 5 => {
+                    error!(message = "cannot remove an incomplete backup folder", folder = %path.display(), error = %e);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// A progress bar for pg_basebackup when `show`, drawn only on a terminal.
+fn progress_bar(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    let style = ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message("pg_basebackup");
+    bar
+}
+
+/// Feeds one stderr line of `pg_basebackup --progress` to the bar; `false` for lines that are progress
+/// (not worth keeping for an error message).
+fn show_progress(bar: &ProgressBar, line: &str) -> bool {
+    if let Some((done, total)) = parse_progress(line) {
+        bar.set_message("pg_basebackup");
+        bar.set_length(total * 1024);
+        bar.set_position(done * 1024);
+        return false;
+    }
+    if line.contains("waiting for checkpoint") {
+        bar.set_message("waiting for the checkpoint");
+        return false;
+    }
+    true
+}
+
+/// `23033/23033 kB (100%), 1/1 tablespace` -> (23033, 23033), in kB.
+pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
+    let (counts, _) = line.trim().split_once(" kB")?;
+    let (done, total) = counts.split_once('/')?;
+    Some((done.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
+/// Timeline and LSN range of the WAL a backup needs, from its `backup_manifest`.
+fn wal_range(folder: &Path) -> anyhow::Result<(u32, String, String)> {
+    #[derive(Deserialize)]
+    struct Manifest {
+        #[serde(rename = "WAL-Ranges")]
+        wal_ranges: Vec<Range>,
+    }
+    #[derive(Deserialize)]
+    struct Range {
+        #[serde(rename = "Timeline")]
+        timeline: u32,
+        #[serde(rename = "Start-LSN")]
+        start: String,
+        #[serde(rename = "End-LSN")]
+        end: String,
+    }
+    let path = folder.join("backup_manifest");
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .with_context(|| format!("cannot read the WAL range of {}", path.display()))?;
+    let (Some(first), Some(last)) = (manifest.wal_ranges.first(), manifest.wal_ranges.last())
+    else {
+        bail!("{} has no WAL range", path.display());
+    };
+    Ok((last.timeline, first.start.clone(), last.end.clone()))
+}
+
+/// The segment in `START WAL LOCATION: 0/5000028 (file 000000010000000000000005)` of a backup_label.
+pub fn start_wal_file(label: &str) -> Option<String> {
+    let line = label
+        .lines()
+        .find(|l| l.starts_with("START WAL LOCATION:"))?;
+    let (_, file) = line.split_once("(file ")?;
+    Some(file.trim_end_matches(')').trim().to_owned())
+}
+
+/// The bytes of every file under `folder` (links are not followed).
+fn folder_size(folder: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            total += folder_size(&entry.path())?;
+        } else if kind.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_and_labels() {
+        assert_eq!(
+            parse_progress("23033/23033 kB (100%), 1/1 tablespace"),
+            Some((23033, 23033))
+        );
+        assert_eq!(
+            parse_progress("    12/23033 kB (0%), 0/1 tablespace (...)"),
+            Some((12, 23033))
+        );
+        assert_eq!(parse_progress("waiting for checkpoint"), None);
+        assert_eq!(
+            start_wal_file(
+                "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\nCHECKPOINT LOCATION: 0/5000060\n"
+            )
+            .as_deref(),
+            Some("000000010000000000000005")
+        );
+        assert_eq!(start_wal_file("LABEL: x\n"), None);
+    }
+}

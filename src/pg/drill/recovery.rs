@@ -1,0 +1,247 @@
+//! Turning a backup copy into a server that recovers from the WAL archive, and reading what recovery did:
+//! the `restore_command`, the throwaway configuration, the copy itself, and the archive's segments next to
+//! where replay ended. Pure but for the copy and the files it writes.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::pg::backup::METADATA_FILE;
+use crate::pg::conf::render::quote_conf;
+
+/// `cp '<archive>/%f' '%p'`. The archive's path goes through a shell and PostgreSQL's `%` expansion, so
+/// a quote, a `%` or a control character in it is refused rather than escaped.
+pub fn restore_command(archive: &Path) -> anyhow::Result<String> {
+    let text = archive
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("the WAL archive's path is not UTF-8"))?;
+    if text.contains(['\'', '%']) || text.chars().any(char::is_control) {
+        bail!(
+            "the WAL archive's path {text:?} has a quote, a % or a control character; use a plainer path"
+        );
+    }
+    Ok(format!("cp '{text}/%f' '%p'"))
+}
+
+/// Turns the copy into a throwaway server that recovers from the archive: its own configuration (the
+/// backup's may name paths, libraries, certificates and an archive_command of the live server), local
+/// trust on a private socket, no archiving, the copy's WAL removed, and `recovery.signal`.
+pub fn prepare(
+    data: &Path,
+    socket_dir: &Path,
+    port: u16,
+    restore_command: &str,
+) -> anyhow::Result<()> {
+    let socket = socket_dir
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("the scratch folder's path is not UTF-8"))?;
+    let conf = format!(
+        "# Written by userpipe's restore drill: a throwaway server that recovers one backup, then is removed.\n\
+         port = {port}\n\
+         listen_addresses = ''\n\
+         unix_socket_directories = {socket}\n\
+         unix_socket_permissions = 0700\n\
+         archive_mode = off\n\
+         restore_command = {restore}\n\
+         recovery_target_timeline = 'latest'\n\
+         recovery_target_action = 'promote'\n\
+         hot_standby = off\n\
+         fsync = off\n\
+         synchronous_commit = off\n\
+         shared_preload_libraries = ''\n\
+         ssl = off\n\
+         logging_collector = off\n\
+         lc_messages = 'C'\n",
+        socket = quote_conf(socket),
+        restore = quote_conf(restore_command),
+    );
+    let write = |name: &str, text: &str| {
+        std::fs::write(data.join(name), text)
+            .with_context(|| format!("cannot write {name} in the scratch copy"))
+    };
+    write("postgresql.conf", &conf)?;
+    write(
+        "postgresql.auto.conf",
+        "# The live server's ALTER SYSTEM settings are not used by the restore drill.\n",
+    )?;
+    // Only the drill's user can reach the socket folder (0700), so local trust lets in no one else.
+    write("pg_hba.conf", "local all all trust\n")?;
+    write("pg_ident.conf", "")?;
+    for name in ["standby.signal", "postmaster.pid", "postmaster.opts"] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    let wal = data.join("pg_wal");
+    for entry in std::fs::read_dir(&wal).context("the backup has no pg_wal folder")? {
+        let path = entry?.path();
+        if path.is_dir() {
+            for inner in std::fs::read_dir(&path)? {
+                std::fs::remove_file(inner?.path())?;
+            }
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    write("recovery.signal", "")?;
+    Ok(())
+}
+
+/// Copies the folder `from` to the new folder `to` (mode 0700): files with their permissions, folders,
+/// and symbolic links as links. At the top, `backup.json` and `backup_manifest` stay behind.
+pub fn copy_tree(from: &Path, to: &Path, top: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if top && (name == METADATA_FILE || name == "backup_manifest") {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(&name));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&source, &target, false)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The WAL segment files in the archive (24 hex digits), sorted.
+pub fn archive_segments(archive: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(archive)
+        .with_context(|| format!("cannot read the WAL archive {}", archive.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| is_segment_name(n))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn is_segment_name(name: &str) -> bool {
+    name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// When recovery stopped short of the archive: it ended in segment `replayed` (named on the promoted
+/// server's timeline) while the archive holds a later segment on a timeline recovery could follow (from
+/// the backup's `timeline` up to, not including, the new one of `current`). Then a segment after
+/// `replayed` is missing or unreadable and the WAL after it was not restored.
+pub fn archive_gap(
+    archived: &[String],
+    backup_timeline: u32,
+    current: &str,
+    replayed: &str,
+) -> Option<String> {
+    let timeline = |name: &str| u32::from_str_radix(name.get(..8)?, 16).ok();
+    let new_timeline = timeline(current)?;
+    let replayed_position = replayed.get(8..)?;
+    let newest = archived
+        .iter()
+        .filter(|n| is_segment_name(n))
+        .filter(|n| timeline(n).is_some_and(|t| t >= backup_timeline && t < new_timeline))
+        .max_by_key(|n| &n[8..])?;
+    (&newest[8..] > replayed_position).then(|| {
+        format!(
+            "recovery stopped in segment {replayed_position} but the archive holds WAL up to {newest}: a segment \
+             after the one recovery stopped in is missing or unreadable, so later transactions were not restored"
+        )
+    })
+}
+
+/// How many WAL segments the server's log says it restored from the archive.
+pub fn restored_segments(log: &str) -> usize {
+    let mut names: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("restored log file \"")?.1.split_once('"'))
+        .map(|(name, _)| name)
+        .filter(|n| is_segment_name(n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_command_quotes_the_archive_and_refuses_what_it_cannot_quote() {
+        assert_eq!(
+            restore_command(Path::new("/var/lib/postgresql/wal-archive")).unwrap(),
+            "cp '/var/lib/postgresql/wal-archive/%f' '%p'"
+        );
+        assert_eq!(quote_conf("cp '/a/%f' '%p'"), "'cp ''/a/%f'' ''%p'''");
+        for bad in ["/it's", "/100%", "/a\nb"] {
+            assert!(restore_command(Path::new(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_gap_in_the_archive_is_found() {
+        let archived = names(&[
+            "000000010000000000000005",
+            "000000010000000000000005.00000028.backup",
+            "000000010000000000000006",
+            "000000010000000000000008",
+            "00000002.history",
+        ]);
+        // Recovery ended in 6; 7 is missing, 8 is there: a gap.
+        let gap = archive_gap(
+            &archived,
+            1,
+            "000000020000000000000007",
+            "000000020000000000000006",
+        )
+        .unwrap();
+        assert!(gap.starts_with("recovery stopped in segment 0000000000000006 but the archive holds WAL up to 000000010000000000000008"), "{gap}");
+        // Recovery replayed everything there is.
+        assert_eq!(
+            archive_gap(
+                &archived,
+                1,
+                "000000020000000000000009",
+                "000000020000000000000008"
+            ),
+            None
+        );
+        // Segments of other timelines do not count: the new one (2) and older ones.
+        let archived = names(&["000000010000000000000006", "000000020000000000000009"]);
+        assert_eq!(
+            archive_gap(
+                &archived,
+                1,
+                "000000020000000000000007",
+                "000000020000000000000006"
+            ),
+            None
+        );
+        // A later timeline recovery could follow counts.
+        let archived = names(&["000000010000000000000006", "000000020000000000000009"]);
+        assert!(
+            archive_gap(
+                &archived,
+                1,
+                "000000030000000000000007",
+                "000000030000000000000006"
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn restored_segments_are_counted_from_the_log() {
+        let log = "LOG:  restored log file \"000000010000000000000005\" from archive\n\
+                   cp: cannot stat '/a/00000002.history': No such file or directory\n\
+                   LOG:  restored log file \"000000010000000000000006\" from archive\n\
+                   LOG:  restored log file \"000000010000000000000006\" from archive\n\
+                   LOG:  restored log file \"00000002.history\" from archive\n";
+        assert_eq!(restored_segments(log), 2);
+    }
+}

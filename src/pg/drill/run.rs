@@ -1,0 +1,251 @@
+//! The restore drill: a base backup (the newest verified one, or a chosen one) copied into a scratch
+//! folder and recovered from the WAL archive by a throwaway PostgreSQL that runs as a non-root user on a
+//! private socket (no TCP); then asked how many `random_users` it has. The server is stopped and the
+//! scratch folder deleted however the drill ends.
+//!
+//! The copy's `pg_wal` is emptied, so every WAL segment, the backup's own included, must come from the
+//! archive: the drill proves the backup and the archive together, as a real restore would use them. It
+//! also fails when recovery stopped short of WAL the archive holds (a missing or unreadable segment).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tracing::{info, warn};
+
+use super::recovery::{
+    archive_gap, archive_segments, copy_tree, prepare, restore_command, restored_segments,
+};
+use super::scratch::{Scratch, chown, free_port, running_as_root};
+use crate::config::Config;
+use crate::pg::backup::{self, Listed};
+use crate::pg::program::{find_program, major_version, program_version};
+
+/// What a drill found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub backup_id: String,
+    pub backup_started_at: DateTime<Utc>,
+    /// Rows in the restored `random_users`.
+    pub rows: i64,
+    /// From the server's start until recovery ended and it was promoted.
+    pub recovery_seconds: f64,
+    /// The commit time of the last transaction recovery replayed.
+    pub newest_commit_time: Option<DateTime<Utc>>,
+    /// Where replay ended.
+    pub replayed_to_lsn: Option<String>,
+    /// WAL segments restored from the archive.
+    pub wal_segments_restored: usize,
+    pub server_version: String,
+    pub duration_ms: u64,
+}
+
+/// Runs the drill on backup `id`, or on the newest verified backup.
+#[tracing::instrument(skip_all, fields(backup = id))]
+pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillReport> {
+    let clock = Instant::now();
+    let timeout = config.backup.timeout;
+    let backups = backup::list(&config.backup.dir)?;
+    let chosen = choose(&backups, id, &config.backup.dir)?;
+    let Some(metadata) = chosen.metadata.clone() else {
+        bail!("backup {} has no metadata", chosen.id);
+    };
+    if !metadata.verification.ok {
+        warn!(message = "drilling a backup whose latest verification failed", id = %chosen.id);
+    }
+
+    let archive = std::fs::canonicalize(&config.backup.wal_archive).with_context(|| {
+        format!(
+            "cannot open the WAL archive {} (backup.wal_archive)",
+            config.backup.wal_archive.display()
+        )
+    })?;
+    if !archive.is_dir() {
+        bail!("the WAL archive {} is not a folder", archive.display());
+    }
+    let restore_command = restore_command(&archive)?;
+
+    let pg_ctl = find_program(&config.backup.pg_bin, "pg_ctl")?;
+    let postgres = find_program(&config.backup.pg_bin, "postgres")?;
+    let server_line = program_version(&postgres).await?;
+    let backup_major = std::fs::read_to_string(chosen.path.join("PG_VERSION"))
+        .with_context(|| format!("cannot read PG_VERSION of backup {}", chosen.id))?;
+    let backup_major: u32 = backup_major
+        .trim()
+        .parse()
+        .with_context(|| format!("PG_VERSION of backup {} is not a number", chosen.id))?;
+    if major_version(&server_line) != Some(backup_major) {
+        bail!(
+            "backup {} is of PostgreSQL {backup_major}, but {} is `{server_line}`: point backup.pg_bin at the PostgreSQL {backup_major} programs",
+            chosen.id,
+            postgres.display()
+        );
+    }
+
+    let user = running_as_root().then(|| config.backup.drill_user.clone());
+    let parent = if config.backup.scratch.as_os_str().is_empty() {
+        std::env::temp_dir()
+    } else {
+        config.backup.scratch.clone()
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create the scratch parent {}", parent.display()))?;
+    // Absolute: it is also the server's socket folder.
+    let parent = std::fs::canonicalize(&parent)
+        .with_context(|| format!("cannot open the scratch parent {}", parent.display()))?;
+    let mut scratch = Scratch::create(&parent, pg_ctl, user)?;
+    info!(message = "restore drill started", backup = %chosen.id, scratch = %scratch.dir.display());
+
+    {
+        let (from, to) = (chosen.path.clone(), scratch.data.clone());
+        tokio::task::spawn_blocking(move || copy_tree(&from, &to, true))
+            .await
+            .context("the copy panicked")?
+            .with_context(|| format!("cannot copy backup {} to the scratch folder", chosen.id))?;
+    }
+    let port = free_port()?;
+    prepare(&scratch.data, &scratch.dir, port, &restore_command)?;
+    if let Some(user) = &scratch.user {
+        chown(&scratch.dir, user).await?;
+    }
+
+    let started = Instant::now();
+    scratch.start(timeout).await?;
+    let url_options = crate::db::connect_options(config.database.url.expose())?;
+    let username = url_options.get_username().to_owned();
+    let database = url_options.get_database().unwrap_or(&username).to_owned();
+    let options = PgConnectOptions::new_without_pgpass()
+        .socket(&scratch.dir)
+        .port(port)
+        .username(&username)
+        .database(&database);
+    let mut conn = wait_until_promoted(&scratch, &options, timeout).await?;
+    let recovery = started.elapsed();
+
+    let server_version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+        .fetch_one(&mut conn)
+        .await
+        .context("the restored server does not answer")?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM random_users")
+        .fetch_one(&mut conn)
+        .await
+        .with_context(|| {
+            format!("cannot count random_users in the restored database {database}")
+        })?;
+    let (newest_commit_time, replayed_to_lsn, replayed_segment, current_segment): (
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<String>,
+        String,
+    ) = sqlx::query_as(
+        "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text, \
+         pg_walfile_name(pg_last_wal_replay_lsn()), pg_walfile_name(pg_current_wal_lsn())",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .context("cannot read where recovery ended")?;
+    conn.close().await.ok();
+
+    let log = scratch.log();
+    let archived = archive_segments(&archive)?;
+    let gap = replayed_segment
+        .as_deref()
+        .and_then(|replayed| archive_gap(&archived, metadata.timeline, &current_segment, replayed));
+    tokio::task::spawn_blocking(move || scratch.clean_up())
+        .await
+        .context("the clean-up panicked")??;
+    if let Some(gap) = gap {
+        bail!("{gap}");
+    }
+    let report = DrillReport {
+        backup_id: chosen.id.clone(),
+        backup_started_at: metadata.started_at,
+        rows,
+        recovery_seconds: recovery.as_secs_f64(),
+        newest_commit_time,
+        replayed_to_lsn,
+        wal_segments_restored: restored_segments(&log),
+        server_version,
+        duration_ms: clock.elapsed().as_millis() as u64,
+    };
+    info!(message = "restore drill passed", backup = %report.backup_id, rows = report.rows, recovery_seconds = report.recovery_seconds);
+    Ok(report)
+}
+
+/// Backup `id`, or the newest whose latest verification passed.
+fn choose<'a>(backups: &'a [Listed], id: Option<&str>, dir: &Path) -> anyhow::Result<&'a Listed> {
+    match id {
+        Some(id) => backups
+            .iter()
+            .find(|b| b.id == id && b.metadata.is_some())
+            .ok_or_else(|| {
+                anyhow::anyhow!("there is no complete backup {id} in {}", dir.display())
+            }),
+        None => backups
+            .iter()
+            .rev()
+            .find(|b| b.metadata.as_ref().is_some_and(|m| m.verification.ok))
+            .ok_or_else(|| {
+                anyhow::anyhow!("there is no verified backup in {} to drill", dir.display())
+            }),
+    }
+}
+
+/// Connects once recovery has ended and the server was promoted; fails when the server stops, refuses
+/// the connection for good, or `timeout` passes.
+async fn wait_until_promoted(
+    scratch: &Scratch,
+    options: &PgConnectOptions,
+    timeout: Duration,
+) -> anyhow::Result<PgConnection> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match PgConnection::connect_with(options).await {
+            Ok(mut conn) => {
+                let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                    .fetch_one(&mut conn)
+                    .await
+                    .context("the restored server does not answer")?;
+                if !in_recovery {
+                    return Ok(conn);
+                }
+                conn.close().await.ok();
+            }
+            Err(e) if still_starting(&e) => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the restored server refused the drill's connection; {}",
+                    scratch.log_tail()
+                )));
+            }
+        }
+        if !scratch.is_running().await? {
+            bail!(
+                "the restored server stopped before recovery ended; {}",
+                scratch.log_tail()
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "recovery did not end within {} (backup.timeout); {}",
+                humantime::format_duration(timeout),
+                scratch.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A connection error of a server that is not ready yet: no socket yet, or "the database system is
+/// starting up" (57P03).
+fn still_starting(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
+}

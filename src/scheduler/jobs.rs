@@ -1,0 +1,156 @@
+//! The job dispatch: the kinds of job a schedule can name, their typed `[params]`, and the one place that
+//! maps a kind to the code that runs it. Jobs return typed reports; this module decides what counts as a
+//! failure of the run ([`JobFailure`] keeps a failed job's account for the journal).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use rdkafka::producer::FutureProducer;
+
+use crate::config::Config;
+use crate::pg::{backup, conf, drill};
+use crate::pipeline::fetch;
+
+/// What a run does, with its typed parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "job", content = "params", rename_all = "kebab-case")]
+pub enum JobSpec {
+    FetchUsers(FetchParams),
+    BaseBackup(BackupParams),
+    RestoreDrill(DrillParams),
+    PgconfEnforce(PgconfParams),
+}
+
+impl JobSpec {
+    /// The kind as written in a schedule file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::FetchUsers(_) => "fetch-users",
+            JobSpec::BaseBackup(_) => "base-backup",
+            JobSpec::RestoreDrill(_) => "restore-drill",
+            JobSpec::PgconfEnforce(_) => "pgconf-enforce",
+        }
+    }
+}
+
+/// The job kinds, as written in schedule files.
+pub const JOB_KINDS: [&str; 4] = [
+    "fetch-users",
+    "base-backup",
+    "restore-drill",
+    "pgconf-enforce",
+];
+
+/// `[params]` of `fetch-users`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchParams {
+    /// Users per run (1 to 5000).
+    #[serde(default = "one")]
+    pub results: usize,
+    /// A source other than `fetch.source`: a URL, or `generator`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+impl Default for FetchParams {
+    fn default() -> Self {
+        Self {
+            results: 1,
+            source: None,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `[params]` of `base-backup`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Verified backups to keep, instead of `backup.keep` (1 or more).
+    #[serde(default)]
+    pub keep: Option<usize>,
+}
+
+/// `[params]` of `restore-drill`: none; the drill takes the newest verified backup.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillParams {}
+
+/// `[params]` of `pgconf-enforce`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgconfParams {
+    /// Write drifting settings with ALTER SYSTEM and reload (true), or only check and report (false).
+    #[serde(default = "yes")]
+    pub apply: bool,
+}
+
+impl Default for PgconfParams {
+    fn default() -> Self {
+        Self { apply: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A job's failure that still has an account for the journal (the archiver's statistics of a failed
+/// `pgconf-enforce`, ...): the run is recorded `failed` with `message` as its error and `detail` as its
+/// detail.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct JobFailure {
+    pub message: String,
+    pub detail: serde_json::Value,
+}
+
+/// Runs `job` as run `run_id`; the job's report becomes the run's detail. `producer` is shared by every
+/// fetch run (a producer's start-up costs more than publishing one user).
+pub async fn execute(
+    config: &Config,
+    producer: &FutureProducer,
+    job: &JobSpec,
+    run_id: Uuid,
+) -> anyhow::Result<serde_json::Value> {
+    match job {
+        JobSpec::FetchUsers(params) => {
+            let mut config = config.clone();
+            if let Some(source) = &params.source {
+                config.fetch.source = source.clone();
+            }
+            let report = fetch::run(&config, producer, params.results, run_id).await?;
+            Ok(serde_json::to_value(report)?)
+        }
+        JobSpec::BaseBackup(params) => {
+            let mut config = config.clone();
+            if let Some(keep) = params.keep {
+                config.backup.keep = keep;
+            }
+            let report = backup::run(&config, false).await?;
+            Ok(serde_json::to_value(report)?)
+        }
+        JobSpec::RestoreDrill(_) => {
+            let report = drill::run(config, None).await?;
+            Ok(serde_json::to_value(report)?)
+        }
+        JobSpec::PgconfEnforce(params) => {
+            let report = conf::enforce(config, params.apply).await?;
+            let detail = serde_json::to_value(&report)?;
+            // Settings not in force, or archiving that fails or lags: the job did not do its work.
+            if report.problems.is_empty() {
+                Ok(detail)
+            } else {
+                Err(JobFailure {
+                    message: report.problems.join("; "),
+                    detail,
+                }
+                .into())
+            }
+        }
+    }
+}
