@@ -1,7 +1,10 @@
-# syntax=docker/dockerfile:1
 # The userpipe image: a Rust build stage, then a Debian 12 runtime holding the binary and the PostgreSQL 15
-# programs that base backups and restore drills run. docker-compose.yml builds it; tests/static_checks/deploy.rs checks
-# this file against the compose file, the code and the README (no Docker needed for that).
+# programs that base backups and restore drills run. docker-compose.yml builds it;
+# tests/static_checks/deploy.rs checks this file against the compose file, the code and the README (no Docker
+# needed for that); scripts/image builds it and scripts/container-test runs it. No `# syntax=` line: Docker's
+# built-in Dockerfile frontend (dockerd 20.10 and later) has everything used here, `RUN --mount=type=cache`
+# included, and a syntax line makes BuildKit fetch the frontend image from a registry before it builds
+# anything.
 
 # ---- build -------------------------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
@@ -52,15 +55,21 @@ RUN groupadd --system --gid "${USERPIPE_GID}" userpipe \
 # /usr/lib/postgresql/15/bin, for base backups and restore drills. postgresql-common goes in first so it can
 # be told not to create the Debian default cluster: this image never runs a database of its own.
 # en_US.UTF-8 is the locale the official postgres image initialises clusters with; a restore drill starts
-# PostgreSQL on a copy of that cluster, which refuses connections where the locale does not exist.
-# Joining the `postgres` group lets userpipe use /var/run/postgresql (setgid, group-writable) for sockets.
-RUN apt-get update \
+# PostgreSQL on a copy of that cluster, which refuses connections where the locale does not exist. The slim
+# base tells dpkg to leave out /usr/share/locale, where `locales` keeps locale.alias: that exclusion goes
+# first, as in the official postgres image. The drill's server uses its own scratch folder for its socket,
+# so userpipe needs no membership in Debian's `postgres` group (USER below, a uid:gid pair, would drop
+# supplementary groups anyway). `apt-get clean` drops the downloaded packages from the layer.
+RUN if [ -f /etc/dpkg/dpkg.cfg.d/docker ]; then \
+      sed -i '/\/usr\/share\/locale/d' /etc/dpkg/dpkg.cfg.d/docker; \
+    fi \
+ && apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 locales postgresql-common \
  && sed -ri 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*$/create_main_cluster = false/' \
       /etc/postgresql-common/createcluster.conf \
  && apt-get install -y --no-install-recommends postgresql-15 \
  && localedef -i en_US -c -f UTF-8 -A /usr/share/locale/locale.alias en_US.UTF-8 \
- && usermod -a -G postgres userpipe \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /out/userpipe /usr/local/bin/userpipe
