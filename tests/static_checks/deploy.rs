@@ -397,22 +397,42 @@ fn userpipe_reaches_kafka_and_postgres_as_they_are_configured() {
         (
             Some("postgres"),
             Some(5432),
-            expected("POSTGRES_USER").as_str(),
+            "userpipe",
             format!("/{}", expected("POSTGRES_DB")).as_str()
         ),
-        "DATABASE_URL must name the postgres service, its POSTGRES_USER and its POSTGRES_DB"
+        "DATABASE_URL must name the postgres service, the `userpipe` role and POSTGRES_DB"
     );
-    let password = postgres
-        .env("POSTGRES_PASSWORD")
-        .expect("postgres sets POSTGRES_PASSWORD");
-    assert!(
-        raw_url.contains(&format!(":{password}@")),
-        "DATABASE_URL must take its password from the same `{password}` as POSTGRES_PASSWORD"
+    assert_ne!(
+        expected("POSTGRES_USER"),
+        "userpipe",
+        "userpipe must not connect as the superuser the image creates"
+    );
+    assert_eq!(
+        url.password(),
+        None,
+        "the compose file holds no password: userpipe's comes from PGPASSWORD"
+    );
+    // One variable gives the role its password (20-roles.sh) and userpipe the same password.
+    let variable = |value: Option<String>| {
+        value
+            .and_then(|v| {
+                v.strip_prefix("${").map(|v| {
+                    v.chars()
+                        .take_while(|c| *c == '_' || c.is_ascii_alphanumeric())
+                        .collect::<String>()
+                })
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(variable(userpipe.env("PGPASSWORD")), "USERPIPE_DB_PASSWORD");
+    assert_eq!(
+        variable(postgres.env("USERPIPE_DB_PASSWORD")),
+        "USERPIPE_DB_PASSWORD"
     );
     let nocodb = compose.service("nocodb").env("NC_DB").unwrap_or_default();
     assert!(
-        nocodb.contains(&format!("p={password}")),
-        "NocoDB's NC_DB must use the same password `{password}` (it is `{nocodb}`)"
+        nocodb.contains("u=nocodb&p=${NOCODB_DB_PASSWORD"),
+        "NocoDB connects as its own role `nocodb` with NOCODB_DB_PASSWORD (it is `{nocodb}`)"
     );
 
     let advertised = compose
@@ -926,11 +946,16 @@ fn with_defaults(value: &str) -> String {
                 .find('}')
                 .unwrap_or_else(|| panic!("unclosed `${{` in `{value}`"));
             let expression = &inner[..end];
-            let default = expression
-                .split_once(":-")
-                .or_else(|| expression.split_once('-'))
-                .map(|(_, default)| default)
-                .unwrap_or_default();
+            // `${X:?message}` and `${X?message}` require X and have no default.
+            let default = if expression.contains('?') {
+                ""
+            } else {
+                expression
+                    .split_once(":-")
+                    .or_else(|| expression.split_once('-'))
+                    .map(|(_, default)| default)
+                    .unwrap_or_default()
+            };
             out.push_str(default);
             rest = &inner[end + 1..];
         } else {
@@ -950,6 +975,7 @@ fn compose_defaults_are_substituted_as_compose_does() {
             "postgres://u:secret@h/db",
         ),
         ("${A-x}/${B}", "x/"),
+        ("${P:?set P (see the README - compose)}!", "!"),
         ("$$HOME", "$HOME"),
         ("plain", "plain"),
     ] {

@@ -43,7 +43,7 @@ struct ArchiverRow {
     now: DateTime<Utc>,
 }
 
-/// Reads the archiver's statistics (`pg_ls_archive_statusdir` needs a superuser or `pg_monitor`).
+/// Reads the archiver's statistics (`pg_ls_archive_statusdir` needs a superuser, `pg_monitor`, or a grant of its own).
 pub async fn archiver(conn: &mut PgConnection) -> anyhow::Result<ArchiverStats> {
     let row: ArchiverRow = sqlx::query_as(
         "SELECT a.archived_count, a.failed_count, a.last_archived_wal, a.last_archived_time, \

@@ -49,7 +49,7 @@ struct SettingRow {
 }
 
 /// The server's view of `names`: `pg_settings`, and the configuration files' values from
-/// `pg_file_settings` (which needs a superuser, as ALTER SYSTEM does).
+/// `pg_file_settings` (a superuser's, or granted as deploy/postgres/initdb.d/20-roles.sh does).
 pub async fn read_live(
     conn: &mut PgConnection,
     names: &[String],
@@ -69,7 +69,7 @@ pub async fn read_live(
     .bind(names)
     .fetch_all(&mut *conn)
     .await
-    .context("cannot read pg_file_settings (userpipe needs a superuser connection for pgconf)")?;
+    .context("cannot read pg_file_settings: pgconf needs a superuser, or a role granted SELECT on it (README.md, docker compose)")?;
     let files: HashMap<String, Option<String>> = files.into_iter().collect();
     Ok(rows
         .into_iter()
