@@ -118,6 +118,7 @@ impl Config {
             ),
             ("sink.batch_size", self.sink.batch_size as i64),
             ("backup.keep", self.backup.keep as i64),
+            ("http.max_connections", self.http.max_connections as i64),
         ];
         for (key, value) in positive {
             if value < 1 {
@@ -126,6 +127,9 @@ impl Config {
         }
         if self.backup.drill_user.trim().is_empty() {
             bail!("backup.drill_user is empty");
+        }
+        if self.http.header_read_timeout.is_zero() {
+            bail!("http.header_read_timeout must be more than 0s");
         }
         if self.backup.timeout.is_zero() {
             bail!("backup.timeout must be more than 0s");

@@ -75,12 +75,20 @@ pub struct HttpConfig {
     /// Address to listen on (`USERPIPE_HTTP_ADDR`); empty turns the endpoints off. Loopback by default;
     /// the container listens on all interfaces.
     pub listen: String,
+    /// A client must send a request's headers within this, else its connection is closed (a half-sent
+    /// request can hold neither a connection slot nor the shutdown).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 64,
         }
     }
 }
