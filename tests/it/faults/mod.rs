@@ -2,6 +2,7 @@
 //! tests here share: schedule files written as an editor writes them, and the journal's runs.
 
 mod dst;
+mod guards;
 mod http;
 
 use std::path::Path;
