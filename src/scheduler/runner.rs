@@ -40,7 +40,7 @@ impl Runner {
         pool: Option<PgPool>,
         journal: Journal,
     ) -> anyhow::Result<Arc<Self>> {
-        let producer = crate::kafka::producer(&config.kafka.brokers)?;
+        let producer = crate::kafka::producer(&config.kafka)?;
         Ok(Arc::new(Self {
             config,
             guards: pool.as_ref().map(Guards::new),

@@ -4,6 +4,7 @@
 mod faults;
 mod fetch;
 mod http;
+mod old_scripts;
 mod pg;
 mod pipeline;
 mod scheduler;
