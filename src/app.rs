@@ -118,7 +118,13 @@ impl App {
                     roles: roles.clone(),
                     backup_dir: self.config.backup.dir.clone(),
                 };
-                Some(tokio::spawn(http::serve(listener, state, shutdown.clone())))
+                let limits = http::Limits::from(&self.config.http);
+                Some(tokio::spawn(http::serve(
+                    listener,
+                    state,
+                    limits,
+                    shutdown.clone(),
+                )))
             }
         };
         let result = run_roles(

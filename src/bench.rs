@@ -136,7 +136,7 @@ async fn publish(
     published_at: &mut HashMap<Uuid, DateTime<Utc>>,
     watch: Option<(&sqlx::PgPool, &ProgressBar)>,
 ) -> anyhow::Result<()> {
-    let producer = kafka::producer(&config.kafka.brokers)?;
+    let producer = kafka::producer(&config.kafka)?;
     let never = CancellationToken::new();
     let mut generator = Generator::new(Some(42));
     // Chunks of 10 ms at a steady rate, else large chunks as fast as acknowledgements come back.

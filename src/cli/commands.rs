@@ -47,7 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             config.validate()?;
             topics::ensure(&config, &config.topics).await?;
-            let producer = kafka::producer(&config.kafka.brokers)?;
+            let producer = kafka::producer(&config.kafka)?;
             let report = fetch::run(&config, &producer, count, Uuid::new_v4()).await?;
             print!("{}", output::fetch_report(&report, &config.topics.users));
         }

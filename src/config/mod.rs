@@ -32,8 +32,9 @@ pub struct Config {
 }
 
 /// Environment variables that override keys of the file, in the order they are applied.
-pub const ENV_OVERRIDES: [(&str, &str); 10] = [
+pub const ENV_OVERRIDES: [(&str, &str); 11] = [
     ("USERPIPE_KAFKA_BROKERS", "kafka.brokers"),
+    ("USERPIPE_KAFKA_COMPRESSION", "kafka.compression"),
     ("DATABASE_URL", "database.url"),
     ("USERPIPE_SOURCE", "fetch.source"),
     ("USERPIPE_GROUP_PREFIX", "kafka.group_prefix"),
@@ -83,6 +84,11 @@ impl Config {
             };
             match key {
                 "kafka.brokers" => self.kafka.brokers = value,
+                "kafka.compression" => {
+                    self.kafka.compression = value
+                        .parse()
+                        .map_err(|error| anyhow::anyhow!("{name} {error}"))?
+                }
                 "database.url" => self.database.url = Secret::new(value),
                 "fetch.source" => self.fetch.source = value,
                 "kafka.group_prefix" => self.kafka.group_prefix = value,
@@ -118,6 +124,7 @@ impl Config {
             ),
             ("sink.batch_size", self.sink.batch_size as i64),
             ("backup.keep", self.backup.keep as i64),
+            ("http.max_connections", self.http.max_connections as i64),
         ];
         for (key, value) in positive {
             if value < 1 {
@@ -126,6 +133,9 @@ impl Config {
         }
         if self.backup.drill_user.trim().is_empty() {
             bail!("backup.drill_user is empty");
+        }
+        if self.http.header_read_timeout.is_zero() {
+            bail!("http.header_read_timeout must be more than 0s");
         }
         if self.backup.timeout.is_zero() {
             bail!("backup.timeout must be more than 0s");
@@ -238,6 +248,34 @@ mod tests {
             config.database.url.expose(),
             "postgres://u:hunter2@db:5432/x"
         );
+    }
+
+    #[test]
+    fn compression_is_none_unless_set() {
+        assert_eq!(Config::default().kafka.compression, Compression::None);
+        let mut config = Config::parse("[kafka]\ncompression = \"gzip\"\n").unwrap();
+        assert_eq!(config.kafka.compression, Compression::Gzip);
+        config
+            .apply_env(|name| (name == "USERPIPE_KAFKA_COMPRESSION").then(|| "zstd".into()))
+            .unwrap();
+        assert_eq!(config.kafka.compression, Compression::Zstd);
+        let error = config
+            .apply_env(|name| (name == "USERPIPE_KAFKA_COMPRESSION").then(|| "LZ4".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "USERPIPE_KAFKA_COMPRESSION must be one of none, gzip, snappy, lz4, zstd, not \"LZ4\""
+        );
+        let error = Config::parse("[kafka]\ncompression = \"brotli\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error.contains("unknown variant `brotli`"), "{error}");
+        for (name, compression) in Compression::ALL {
+            assert_eq!(name.parse(), Ok(compression));
+            assert_eq!(compression.name(), name);
+        }
     }
 
     #[test]

@@ -75,12 +75,20 @@ pub struct HttpConfig {
     /// Address to listen on (`USERPIPE_HTTP_ADDR`); empty turns the endpoints off. Loopback by default;
     /// the container listens on all interfaces.
     pub listen: String,
+    /// A client must send a request's headers within this, else its connection is closed (a half-sent
+    /// request can hold neither a connection slot nor the shutdown).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 64,
         }
     }
 }
@@ -113,6 +121,55 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of each topic userpipe creates.
     pub replication_factor: i32,
+    /// Compression of every batch userpipe produces (`USERPIPE_KAFKA_COMPRESSION`): `none` or `gzip` keep
+    /// the topics readable by the old scripts (kafka-python without compression libraries); `snappy`,
+    /// `lz4` and `zstd` only once no old script reads them.
+    pub compression: Compression,
+}
+
+/// A producer's batch compression, as Kafka names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Kafka's default; every client reads it.
+    #[default]
+    None,
+    /// Readable by kafka-python with the standard library alone.
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// Every value, as written in the file.
+    pub const ALL: [(&str, Compression); 5] = [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ];
+
+    /// The name as written in the file (and as Kafka names it).
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map_or("none", |(name, _)| name)
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| format!("must be one of none, gzip, snappy, lz4, zstd, not {text:?}"))
+    }
 }
 
 impl Default for KafkaConfig {
@@ -122,6 +179,7 @@ impl Default for KafkaConfig {
             group_prefix: "userpipe".into(),
             partitions: 3,
             replication_factor: 1,
+            compression: Compression::None,
         }
     }
 }

@@ -10,5 +10,5 @@ pub mod server;
 pub mod state;
 
 pub use health::Readiness;
-pub use server::serve;
+pub use server::{Limits, serve};
 pub use state::{HttpState, Roles};

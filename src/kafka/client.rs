@@ -12,6 +12,7 @@ use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 
+use crate::config::KafkaConfig;
 use crate::metrics::{LagLabels, METRICS};
 
 /// Largest record userpipe produces (a dead letter carries the original payload plus headers).
@@ -28,13 +29,16 @@ pub fn base_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// An idempotent producer that waits for every in-sync replica (`acks=all`) and retries on its own.
-pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+/// An idempotent producer that waits for every in-sync replica (`acks=all`) and retries on its own, and
+/// compresses its batches as `kafka.compression` says (none by default: the old scripts' kafka-python has
+/// no lz4, snappy or zstd).
+pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+    let brokers = &kafka.brokers;
     base_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
+        .set("compression.type", kafka.compression.name())
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())

@@ -31,7 +31,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let handler = Arc::new(SinkHandler {
         pool,
-        producer: kafka::producer(&config.kafka.brokers)?,
+        producer: kafka::producer(&config.kafka)?,
         dead_letters: dead_letter_topic(&topics.enriched),
         max_message_bytes: config.stages.max_message_bytes,
         counters: METRICS.stage(STAGE),

@@ -97,7 +97,7 @@ pub async fn run(
         output: stage.output(topics).to_owned(),
         dead_letters: dead_letter_topic(stage.input(topics)),
         max_message_bytes: config.stages.max_message_bytes,
-        producer: kafka::producer(&config.kafka.brokers)?,
+        producer: kafka::producer(&config.kafka)?,
         counters: METRICS.stage(stage.name()),
     });
     let settings = BatchSettings {

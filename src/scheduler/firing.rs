@@ -48,6 +48,31 @@ fn next_after(planned: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// The scheduler's clock: the system's, or (tests) the system's shifted by whole seconds, so the loop can be
+/// run at a chosen moment such as a daylight-saving change while the timer still waits real time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    offset_s: i64,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// A clock that reads `at` now (to the second) and runs at the system clock's pace from there.
+    pub fn starting_at(at: DateTime<Utc>) -> Self {
+        Self {
+            offset_s: at.timestamp() - Utc::now().timestamp(),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::TimeDelta::seconds(self.offset_s)
+    }
+}
+
 /// A firing that came due: which schedule (and which version of it), and the planned time.
 struct Fired {
     name: String,
@@ -74,18 +99,20 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
     let runner = Runner::new(config.clone(), pool, journal)?;
-    let result = run(&config.scheduler.dir, runner, shutdown).await;
+    let result = run(&config.scheduler.dir, runner, shutdown, Clock::system()).await;
     if let Some(writer) = writer {
         writer.await.context("the journal writer panicked")?;
     }
     result
 }
 
-/// Runs the schedules in `dir` until `shutdown`, reloading the folder as it changes.
+/// Runs the schedules in `dir` until `shutdown`, reloading the folder as it changes; fire times are read
+/// on `clock`.
 pub async fn run(
     dir: &Path,
     runner: Arc<Runner>,
     shutdown: CancellationToken,
+    clock: Clock,
 ) -> anyhow::Result<()> {
     let timer = JobScheduler::new()
         .await
@@ -99,6 +126,7 @@ pub async fn run(
         next_generation: 0,
         timer: timer.clone(),
         fired_tx,
+        clock,
     };
     let runs = tokio_util::task::TaskTracker::new();
     let started = state.reload().await;
@@ -122,12 +150,12 @@ pub async fn run(
                 let (runner, planned) = (runner.clone(), fired.planned);
                 runs.spawn(async move {
                     // Never start before the planned time, whatever the timer's rounding.
-                    if let Ok(early) = (planned - Utc::now()).to_std() {
+                    if let Ok(early) = (planned - clock.now()).to_std() {
                         tokio::time::sleep(early).await;
                     }
                     runner.fire(&schedule, Trigger::Schedule, Some(planned)).await
                 });
-                state.plan(&fired.name, next_after(planned, Utc::now())).await;
+                state.plan(&fired.name, next_after(planned, clock.now())).await;
             }
         }
     }
@@ -155,6 +183,7 @@ struct State {
     next_generation: u64,
     timer: JobScheduler,
     fired_tx: mpsc::UnboundedSender<Fired>,
+    clock: Clock,
 }
 
 impl State {
@@ -206,7 +235,7 @@ impl State {
             let schedule = Arc::new(schedule);
             // A firing that came due just before this reload may not have been handled yet: the new
             // version takes it over instead of losing it.
-            let now = Utc::now();
+            let now = self.clock.now();
             let from = self
                 .entries
                 .get(&name)
@@ -226,10 +255,7 @@ impl State {
                     planned: None,
                 },
             );
-            let next = schedule
-                .next_fires(Utc::now(), 1)
-                .first()
-                .map(|t| t.to_rfc3339());
+            let next = schedule.next_fires(now, 1).first().map(|t| t.to_rfc3339());
             info!(
                 message = if replaced { "schedule reloaded" } else { "schedule loaded" },
                 schedule = %name,
@@ -286,7 +312,7 @@ impl State {
         // The timer counts in whole seconds from the current whole second: this delay makes it fire at
         // `planned`, not up to a second before it.
         let delay =
-            Duration::from_secs((planned.timestamp() - Utc::now().timestamp()).max(0) as u64);
+            Duration::from_secs((planned.timestamp() - self.clock.now().timestamp()).max(0) as u64);
         let tx = self.fired_tx.clone();
         let (name_owned, generation) = (name.to_owned(), entry.generation);
         let job = Job::new_one_shot_async(delay, move |_id, _timer| {

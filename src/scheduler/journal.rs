@@ -390,9 +390,10 @@ pub async fn mark_abandoned(pool: &PgPool) -> anyhow::Result<u64> {
             .fetch_all(pool)
             .await
             .context("cannot read running job runs")?;
+    let guards = super::guards::Guards::new(pool);
     let mut marked = 0;
     for (run_id, attempt, schedule) in running {
-        let Some(lock) = super::guards::try_lock(pool, &schedule, true).await? else {
+        let Some(lock) = guards.try_lock(&schedule, true).await? else {
             continue;
         };
         let done = sqlx::query(

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::guards::{self, ScheduleLock};
+use super::guards::{Guards, ScheduleLock};
 use super::jobs::{self, JobFailure};
 use super::journal::{self, Journal, RunRecord, Status, Trigger};
 use super::schedule::{Overlap, Schedule};
@@ -25,7 +25,8 @@ const GUARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runs jobs; shared by the scheduler and `userpipe jobs run`.
 pub struct Runner {
     config: Config,
-    pool: Option<PgPool>,
+    /// The firing claims and schedule locks, on connections of their own (none without a database).
+    guards: Option<Guards>,
     journal: Journal,
     /// Shared by every fetch run: a producer's start-up costs more than publishing one user.
     producer: FutureProducer,
@@ -39,10 +40,10 @@ impl Runner {
         pool: Option<PgPool>,
         journal: Journal,
     ) -> anyhow::Result<Arc<Self>> {
-        let producer = crate::kafka::producer(&config.kafka.brokers)?;
+        let producer = crate::kafka::producer(&config.kafka)?;
         Ok(Arc::new(Self {
             config,
-            pool,
+            guards: pool.as_ref().map(Guards::new),
             journal,
             producer,
             running: Mutex::new(HashMap::new()),
@@ -67,9 +68,9 @@ impl Runner {
             Some(Status::Skipped)
         };
 
-        if let (Some(pool), Some(at)) = (&self.pool, scheduled_for) {
+        if let (Some(guards), Some(at)) = (&self.guards, scheduled_for) {
             let instance = journal::instance();
-            let claim = guards::claim_firing(pool, &schedule.name, at, run_id, &instance);
+            let claim = guards.claim_firing(&schedule.name, at, run_id, &instance);
             match tokio::time::timeout(GUARD_TIMEOUT, claim).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
@@ -88,11 +89,11 @@ impl Runner {
         if exclusive && let Some(previous) = self.running_here(&schedule.name) {
             return skipped(format!("the previous run {previous} is still running"));
         }
-        let _lock: Option<ScheduleLock> = match &self.pool {
+        let _lock: Option<ScheduleLock> = match &self.guards {
             None => None,
-            Some(pool) => match tokio::time::timeout(
+            Some(guards) => match tokio::time::timeout(
                 GUARD_TIMEOUT,
-                guards::try_lock(pool, &schedule.name, exclusive),
+                guards.try_lock(&schedule.name, exclusive),
             )
             .await
             {

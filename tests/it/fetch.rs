@@ -31,7 +31,7 @@ async fn fetch_with(
     userpipe::pipeline::topics::ensure(&config, &config.topics)
         .await
         .expect("create topics");
-    let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
+    let producer = userpipe::kafka::producer(&config.kafka).unwrap();
     fetch::run(&config, &producer, 2, Uuid::new_v4()).await
 }
 
@@ -234,7 +234,7 @@ async fn results_out_of_range_are_refused() {
     let kafka = TestKafka::new();
     let server = FakeRandomUser::start(vec![Reply::json(200, fixture_page())]).await;
     let config = config(&kafka, &server);
-    let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
+    let producer = userpipe::kafka::producer(&config.kafka).unwrap();
     for count in [0, 5001] {
         let error = fetch::run(&config, &producer, count, Uuid::new_v4())
             .await

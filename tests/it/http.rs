@@ -118,7 +118,7 @@ async fn metrics_parse_and_their_counters_move_when_users_flow() {
         |stage: &str| sample(&body, "userpipe_consumed_total", &[("stage", stage)]).unwrap_or(0.0);
     let (timestamp0, sink0) = (before("timestamp"), before("sink"));
 
-    let producer = userpipe::kafka::producer(&config.kafka.brokers).unwrap();
+    let producer = userpipe::kafka::producer(&config.kafka).unwrap();
     userpipe::pipeline::fetch::run(&config, &producer, 50, uuid::Uuid::new_v4())
         .await
         .expect("publish 50 users");

@@ -1,8 +1,10 @@
 //! Integration tests: one binary, run against the real Kafka broker and PostgreSQL server that
 //! `scripts/stack up` starts (its `scripts/stack env` says where they listen).
 
+mod faults;
 mod fetch;
 mod http;
+mod old_scripts;
 mod pg;
 mod pipeline;
 mod scheduler;

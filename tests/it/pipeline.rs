@@ -26,13 +26,13 @@ use crate::support::{
 };
 
 /// `userpipe run` with every role, in this process.
-struct Pipeline {
+pub struct Pipeline {
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Pipeline {
-    fn start(config: &Config) -> Self {
+    pub fn start(config: &Config) -> Self {
         let shutdown = CancellationToken::new();
         let task = {
             let (config, shutdown) = (config.clone(), shutdown.clone());
@@ -41,7 +41,7 @@ impl Pipeline {
         Self { shutdown, task }
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.shutdown.cancel();
         let stopped = tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
@@ -73,7 +73,7 @@ fn outbound(topic: &str, user: &Object) -> Outbound {
 }
 
 async fn publish_users(config: &Config, users: &[Object]) {
-    let producer = kafka::producer(&config.kafka.brokers).unwrap();
+    let producer = kafka::producer(&config.kafka).unwrap();
     for chunk in users.chunks(5000) {
         let records: Vec<Outbound> = chunk
             .iter()
@@ -264,7 +264,7 @@ async fn poison_goes_to_the_dead_letter_topics_and_good_users_to_the_table() {
     let (kafka, db) = (TestKafka::new(), TestDb::new().await);
     let config = config_for(&kafka, &db.url());
     prepare(&config, &db.pool).await;
-    let producer = kafka::producer(&config.kafka.brokers).unwrap();
+    let producer = kafka::producer(&config.kafka).unwrap();
     let users = generated_users(60, 12, None);
     let mut missing = users[0].clone();
     missing.remove("email");
@@ -431,7 +431,7 @@ async fn a_message_shaped_as_the_old_get_data_py_made_it_becomes_a_row() {
     let old = format!(
         r#"{{"id": "{id}", "first_name": "Jennie", "last_name": "Nichols", "gender": "female", "address": "8929 Valwood Pkwy, Billings, Michigan, United States", "post_code": 63104, "email": "jennie.nichols@example.com", "username": "yellowpeacock117", "dob": "1992-03-08T15:13:16.688Z", "registered_date": "2007-07-09T05:51:59.390Z", "phone": "(272) 790-0888", "picture": "https://randomuser.me/api/portraits/med/men/75.jpg"}}"#
     );
-    let producer = kafka::producer(&config.kafka.brokers).unwrap();
+    let producer = kafka::producer(&config.kafka).unwrap();
     producer
         .send(
             FutureRecord::<str, _>::to(&config.topics.users).payload(&old),
@@ -598,7 +598,7 @@ async fn a_dead_letter_too_large_for_its_topic_goes_without_its_payload_and_the_
         .await
         .unwrap();
     prepare(&config, &db.pool).await;
-    let producer = kafka::producer(&config.kafka.brokers).unwrap();
+    let producer = kafka::producer(&config.kafka).unwrap();
     // Random bytes: compression must not shrink it below the limit.
     let mut huge = vec![0u8; 9 << 20];
     rand::fill(&mut huge[..]);

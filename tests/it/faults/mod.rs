@@ -1,0 +1,32 @@
+//! Hardening (issue 10): faults, hostile input and daylight saving, each against the real stack. What the
+//! tests here share: schedule files written as an editor writes them, and the journal's runs.
+
+mod dst;
+mod guards;
+mod http;
+
+use std::path::Path;
+
+use sqlx::PgPool;
+use userpipe::scheduler::journal::{self, RunFilter, RunRecord};
+
+/// Writes `<dir>/<name>.toml` (write, then rename, so the scheduler never reads half a file).
+pub fn write_schedule(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write a schedule");
+    std::fs::rename(&tmp, dir.join(format!("{name}.toml"))).expect("rename a schedule");
+}
+
+/// Every attempt of `schedule` in the journal, oldest first.
+pub async fn runs(pool: &PgPool, schedule: &str) -> Vec<RunRecord> {
+    let filter = RunFilter {
+        schedule: Some(schedule.into()),
+        limit: 100_000,
+        ..Default::default()
+    };
+    let mut runs = journal::list(pool, &filter)
+        .await
+        .expect("read the journal");
+    runs.reverse();
+    runs
+}

@@ -1,0 +1,62 @@
+"""Reads a Kafka topic from its beginning to its end as the old scripts' consumers did: kafka-python 2.0.2
+with no compression library, each value decoded with json.loads(value.decode("utf-8")).
+
+Prints one JSON line per message: partition, offset, key, value and headers. On any error (an unreadable
+batch, a value that is not UTF-8 JSON), prints the error's class and message to stderr and exits 1.
+
+usage: read_topic.py BROKERS TOPIC
+"""
+
+import json
+import sys
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+
+# Longest the whole read may take.
+TIMEOUT_SECONDS = 60
+
+
+def read(brokers, topic):
+    consumer = KafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise LookupError(f"topic {topic} does not exist")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        end = consumer.end_offsets(assigned)
+        remaining = {tp for tp in assigned if consumer.position(tp) < end[tp]}
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {TIMEOUT_SECONDS} s")
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    emit(record)
+                if consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close()
+
+
+def emit(record):
+    line = {
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": None if record.key is None else record.key.decode("utf-8"),
+        "value": json.loads(record.value.decode("utf-8")),
+        "headers": {key: value.decode("utf-8") for key, value in record.headers},
+    }
+    print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    try:
+        read(sys.argv[1], sys.argv[2])
+    except Exception as error:  # the caller reads the class and message
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(1)
