@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, TopicsConfig, dead_letter_topic};
 use crate::kafka::{self, BatchHandler, BatchSettings, Outbound, Received};
 use crate::metrics::{METRICS, StageCounters};
-use crate::pipeline::record::{self, FastUser, RecordError};
+use crate::pipeline::record::{self, Enrichment, RecordError};
 use crate::retry::Abandoned;
 
 /// Which stage.
@@ -53,34 +53,11 @@ impl Stage {
         limit: usize,
         stamp: &str,
     ) -> Result<(String, Vec<u8>), RecordError> {
-        let bytes = record::bytes_within(payload, limit)?;
-        if let Some((user, id)) = FastUser::parse(bytes) {
-            let enriched = match self {
-                Stage::Timestamp if user.lacks_timestamp() => {
-                    record::append_fields(bytes, &[("timestamp", stamp)])
-                }
-                Stage::Tags if user.lacks_tags() => {
-                    let (major, hobby) = record::tags_for(id);
-                    record::append_fields(
-                        bytes,
-                        &[("random_majors", major), ("random_hobbies", hobby)],
-                    )
-                }
-                _ => None,
-            };
-            if let Some(value) = enriched {
-                return Ok((id.to_string(), value));
-            }
-        }
-        // The slow path: a JSON tree, fields replaced in place, and errors that name the fault.
-        let mut user = record::parse_object(Some(bytes), limit)?;
-        let id = record::check_user(&user)?;
-        match self {
-            Stage::Timestamp => record::add_timestamp(&mut user, stamp),
-            Stage::Tags => record::add_tags(&mut user, id),
-        }
-        // Serializing a map of JSON values cannot fail.
-        let value = serde_json::to_vec(&user).unwrap_or_default();
+        let enrichment = match self {
+            Stage::Timestamp => Enrichment::Timestamp(stamp),
+            Stage::Tags => Enrichment::Tags,
+        };
+        let (id, value) = record::enrich_payload(payload, limit, enrichment)?;
         Ok((id.to_string(), value))
     }
 }

@@ -3,6 +3,7 @@
 
 mod faults;
 mod fetch;
+mod hostile;
 mod http;
 mod old_scripts;
 mod pg;

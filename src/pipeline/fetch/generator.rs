@@ -242,7 +242,9 @@ mod tests {
         let mut nats = std::collections::BTreeSet::new();
         for result in page["results"].as_array().unwrap() {
             let user = user_from_randomuser(result, Uuid::new_v4(), None).unwrap();
-            crate::pipeline::record::check_user(&user).unwrap();
+            let payload = serde_json::to_vec(&user).unwrap();
+            let record = crate::pipeline::record::Record::parse(Some(&payload), 1 << 16).unwrap();
+            crate::pipeline::record::check_user(&record).unwrap();
             match user["post_code"] {
                 Value::Number(_) => numbers += 1,
                 Value::String(_) => strings += 1,

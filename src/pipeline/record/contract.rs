@@ -1,11 +1,11 @@
-//! The slow path over the record contract: a JSON tree, fields replaced in place, and an error that names
-//! every fault; the row the sink writes. Pure.
+//! The record contract (design.md section 2): a randomuser.me result becomes a `users_info` value; what
+//! each stage adds; the row the sink writes; and every way a record can fail, named. Pure.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// A JSON object as carried on the topics. Field order is kept, unknown fields pass through untouched.
+/// A JSON object as `fetch` builds it, field order kept.
 pub type Object = Map<String, Value>;
 
 /// The majors stage 2 picks from (the seed's list, in the seed's order).
@@ -50,7 +50,7 @@ pub const HOBBIES: [&str; 15] = [
 pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// Plain text fields of a `users_info` value.
-const TEXT_FIELDS: [&str; 8] = [
+pub(super) const TEXT_FIELDS: [&str; 8] = [
     "first_name",
     "last_name",
     "gender",
@@ -59,6 +59,27 @@ const TEXT_FIELDS: [&str; 8] = [
     "username",
     "phone",
     "picture",
+];
+
+/// Every field a stage or the sink reads or writes. A record with one of them twice is poison on every
+/// path ([`RecordError::Duplicate`]); any other field passes through as written, duplicates included.
+pub const CONTRACT_FIELDS: [&str; 16] = [
+    "id",
+    "first_name",
+    "last_name",
+    "gender",
+    "address",
+    "post_code",
+    "email",
+    "username",
+    "dob",
+    "registered_date",
+    "phone",
+    "picture",
+    "timestamp",
+    "random_majors",
+    "random_hobbies",
+    "fetch_run_id",
 ];
 
 /// Why a record can never be processed. Every variant is poison: retrying cannot help.
@@ -74,6 +95,8 @@ pub enum RecordError {
     NotObject(&'static str),
     #[error("missing field `{0}`")]
     Missing(String),
+    #[error("duplicate field `{0}`")]
+    Duplicate(&'static str),
     #[error("field `{field}` is {found}, expected {expected}")]
     WrongType {
         field: String,
@@ -173,36 +196,9 @@ pub fn bytes_within(payload: Option<&[u8]>, limit: usize) -> Result<&[u8], Recor
     Ok(bytes)
 }
 
-/// Parses a message payload into a JSON object, refusing empty, oversized and non-object payloads.
-pub fn parse_object(payload: Option<&[u8]>, limit: usize) -> Result<Object, RecordError> {
-    let bytes = bytes_within(payload, limit)?;
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(RecordError::NotObject(kind(&other))),
-        Err(error) => Err(RecordError::NotJson(error.to_string())),
-    }
-}
-
-/// Checks that `user` keeps the `users_info` contract and returns its `id`.
-pub fn check_user(user: &Object) -> Result<Uuid, RecordError> {
-    let id = parse_uuid("id", field(user, "id")?)?;
-    for name in TEXT_FIELDS {
-        expect_str(name, field(user, name)?)?;
-    }
-    expect_post_code("post_code", field(user, "post_code")?)?;
-    parse_time("dob", field(user, "dob")?)?;
-    parse_time("registered_date", field(user, "registered_date")?)?;
-    Ok(id)
-}
-
 /// Stage 1's `timestamp` text for `now`. Made once per batch: formatting is not free.
 pub fn timestamp_text(now: DateTime<Utc>) -> String {
     now.format(TIMESTAMP_FORMAT).to_string()
-}
-
-/// Stage 1: adds `timestamp` (replacing one already there, as the old consumer did).
-pub fn add_timestamp(user: &mut Object, stamp: &str) {
-    user.insert("timestamp".into(), Value::String(stamp.to_owned()));
 }
 
 /// The major and hobby of a user: uniform over the lists, and a function of the id alone, so a replay
@@ -214,52 +210,27 @@ pub fn tags_for(id: Uuid) -> (&'static str, &'static str) {
     (MAJORS[major], HOBBIES[hobby])
 }
 
-/// Stage 2: adds `random_majors` and `random_hobbies`.
-pub fn add_tags(user: &mut Object, id: Uuid) {
-    let (major, hobby) = tags_for(id);
-    user.insert("random_majors".into(), Value::String(major.into()));
-    user.insert("random_hobbies".into(), Value::String(hobby.into()));
+/// What a stage sets on a user record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrichment<'s> {
+    /// Stage 1: `timestamp`, this text (the batch's [`timestamp_text`]), replacing one already there as
+    /// the old consumer did.
+    Timestamp(&'s str),
+    /// Stage 2: `random_majors` and `random_hobbies`, from the user's id ([`tags_for`]).
+    Tags,
 }
 
-/// The sink's view: a fully enriched record as a typed row.
-pub fn row_from(user: &Object) -> Result<UserRow, RecordError> {
-    let id = check_user(user)?;
-    let text = |name: &str| -> Result<String, RecordError> {
-        let value = expect_str(name, field(user, name)?)?;
-        if value.contains('\0') {
-            return Err(RecordError::Invalid {
-                field: name.to_owned(),
-                reason: "contains a NUL character, which postgresql text cannot hold".into(),
-            });
+impl<'s> Enrichment<'s> {
+    /// The fields set on the user `id`, in the order they are appended when missing.
+    pub fn fields(self, id: Uuid) -> Vec<(&'static str, &'s str)> {
+        match self {
+            Enrichment::Timestamp(stamp) => vec![("timestamp", stamp)],
+            Enrichment::Tags => {
+                let (major, hobby) = tags_for(id);
+                vec![("random_majors", major), ("random_hobbies", hobby)]
+            }
         }
-        Ok(value.to_owned())
-    };
-    let post_code = match field(user, "post_code")? {
-        Value::String(_) => text("post_code")?,
-        other => other.to_string(),
-    };
-    let fetch_run_id = match user.get("fetch_run_id") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(parse_uuid("fetch_run_id", value)?),
-    };
-    Ok(UserRow {
-        id,
-        first_name: text("first_name")?,
-        last_name: text("last_name")?,
-        gender: text("gender")?,
-        address: text("address")?,
-        post_code,
-        email: text("email")?,
-        username: text("username")?,
-        dob: parse_time("dob", field(user, "dob")?)?,
-        registered_date: parse_time("registered_date", field(user, "registered_date")?)?,
-        phone: text("phone")?,
-        picture: text("picture")?,
-        majors: text("random_majors")?,
-        hobbies: text("random_hobbies")?,
-        enriched_at: parse_stage_time("timestamp", field(user, "timestamp")?)?,
-        fetch_run_id,
-    })
+    }
 }
 
 fn lookup<'a>(value: &'a Value, path: &str) -> Result<&'a Value, RecordError> {
@@ -273,27 +244,20 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Result<&'a Value, RecordError> {
     Ok(at)
 }
 
-fn field<'a>(user: &'a Object, name: &str) -> Result<&'a Value, RecordError> {
-    match user.get(name) {
-        Some(Value::Null) | None => Err(RecordError::Missing(name.to_owned())),
-        Some(value) => Ok(value),
-    }
-}
-
-fn expect_str<'a>(name: &str, value: &'a Value) -> Result<&'a str, RecordError> {
+pub(super) fn expect_str<'a>(name: &str, value: &'a Value) -> Result<&'a str, RecordError> {
     value
         .as_str()
         .ok_or_else(|| wrong_type(name, "a string", value))
 }
 
-fn expect_post_code(name: &str, value: &Value) -> Result<(), RecordError> {
+pub(super) fn expect_post_code(name: &str, value: &Value) -> Result<(), RecordError> {
     match value {
         Value::String(_) | Value::Number(_) => Ok(()),
         other => Err(wrong_type(name, "a string or a number", other)),
     }
 }
 
-fn parse_uuid(name: &str, value: &Value) -> Result<Uuid, RecordError> {
+pub(super) fn parse_uuid(name: &str, value: &Value) -> Result<Uuid, RecordError> {
     let text = expect_str(name, value)?;
     Uuid::parse_str(text).map_err(|error| RecordError::Invalid {
         field: name.to_owned(),
@@ -301,7 +265,7 @@ fn parse_uuid(name: &str, value: &Value) -> Result<Uuid, RecordError> {
     })
 }
 
-fn parse_time(name: &str, value: &Value) -> Result<DateTime<Utc>, RecordError> {
+pub(super) fn parse_time(name: &str, value: &Value) -> Result<DateTime<Utc>, RecordError> {
     let text = expect_str(name, value)?;
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
@@ -311,7 +275,7 @@ fn parse_time(name: &str, value: &Value) -> Result<DateTime<Utc>, RecordError> {
         })
 }
 
-fn parse_stage_time(name: &str, value: &Value) -> Result<DateTime<Utc>, RecordError> {
+pub(super) fn parse_stage_time(name: &str, value: &Value) -> Result<DateTime<Utc>, RecordError> {
     let text = expect_str(name, value)?;
     parse_stage_text(text).map_err(|error| RecordError::Invalid {
         field: name.to_owned(),
@@ -324,7 +288,7 @@ pub(super) fn parse_stage_text(text: &str) -> Result<DateTime<Utc>, chrono::Pars
     NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
 }
 
-fn wrong_type(name: &str, expected: &'static str, found: &Value) -> RecordError {
+pub(super) fn wrong_type(name: &str, expected: &'static str, found: &Value) -> RecordError {
     RecordError::WrongType {
         field: name.to_owned(),
         expected,
@@ -332,7 +296,7 @@ fn wrong_type(name: &str, expected: &'static str, found: &Value) -> RecordError 
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+pub(super) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -367,18 +331,6 @@ mod tests {
         })
     }
 
-    fn enriched() -> Object {
-        let id = Uuid::parse_str("5b1e3c2a-9f0d-4e6b-8a7c-1d2e3f405162").unwrap();
-        let mut user =
-            user_from_randomuser(&randomuser_result(json!("LS1 4AB")), id, None).unwrap();
-        add_timestamp(
-            &mut user,
-            &timestamp_text("2024-05-06T07:08:09Z".parse().unwrap()),
-        );
-        add_tags(&mut user, id);
-        user
-    }
-
     #[test]
     fn maps_a_randomuser_result_as_the_seed_did() {
         let id = Uuid::new_v4();
@@ -402,14 +354,6 @@ mod tests {
             "fetch_run_id": run.to_string(),
         });
         assert_eq!(Value::Object(user), expected);
-    }
-
-    #[test]
-    fn keeps_a_numeric_post_code_a_number() {
-        let user =
-            user_from_randomuser(&randomuser_result(json!(90210)), Uuid::new_v4(), None).unwrap();
-        assert_eq!(user["post_code"], json!(90210));
-        assert_eq!(check_user(&user).map(|_| ()), Ok(()));
     }
 
     #[test]
@@ -451,60 +395,6 @@ mod tests {
     }
 
     #[test]
-    fn refuses_payloads_that_are_not_json_objects() {
-        let check = |payload: Option<&[u8]>, expected: &str| {
-            let error = parse_object(payload, 64).unwrap_err().to_string();
-            assert!(
-                error.starts_with(expected),
-                "{error:?} should start with {expected:?}"
-            );
-        };
-        check(None, "message has no payload");
-        check(
-            Some(b"{not json"),
-            "payload is not json: key must be a string at line 1 column 2",
-        );
-        check(Some(b"[1,2]"), "payload is a json an array, not an object");
-        check(
-            Some(&[b' '; 65]),
-            "payload of 65 bytes exceeds the limit of 64 bytes",
-        );
-        assert!(parse_object(Some(b"{\"a\":1}"), 64).is_ok());
-    }
-
-    #[test]
-    fn check_user_names_the_bad_field() {
-        let check = |edit: fn(&mut Object), expected: &str| {
-            let mut user = enriched();
-            edit(&mut user);
-            assert_eq!(check_user(&user).unwrap_err().to_string(), expected);
-        };
-        check(|u| drop(u.remove("email")), "missing field `email`");
-        check(
-            |u| drop(u.insert("id".into(), json!("nope"))),
-            "field `id` is invalid: \"nope\" is not a uuid (invalid character: found `n` at 0)",
-        );
-        check(
-            |u| drop(u.insert("dob".into(), json!(1993))),
-            "field `dob` is a number, expected a string",
-        );
-        check(
-            |u| drop(u.insert("registered_date".into(), json!("yesterday"))),
-            "field `registered_date` is invalid: \"yesterday\" is not an iso 8601 time (premature end of input)",
-        );
-    }
-
-    #[test]
-    fn timestamp_has_the_old_consumers_format() {
-        let mut user = Object::new();
-        add_timestamp(
-            &mut user,
-            &timestamp_text("2024-05-06T07:08:09.999Z".parse().unwrap()),
-        );
-        assert_eq!(user["timestamp"], json!("2024-05-06 07:08:09"));
-    }
-
-    #[test]
     fn tags_are_a_function_of_the_id_and_spread_evenly() {
         let id = Uuid::new_v4();
         assert_eq!(tags_for(id), tags_for(id));
@@ -525,51 +415,36 @@ mod tests {
     }
 
     #[test]
-    fn extra_fields_pass_through_the_stages() {
-        let mut user = enriched();
-        user.insert("nat".into(), json!("GB"));
-        let id = check_user(&user).unwrap();
-        add_tags(&mut user, id);
-        assert_eq!(user["nat"], json!("GB"));
-        let keys: Vec<&str> = user.keys().map(String::as_str).collect();
-        assert_eq!(keys.last(), Some(&"nat"));
+    fn keeps_a_numeric_post_code_a_number() {
+        let user =
+            user_from_randomuser(&randomuser_result(json!(90210)), Uuid::new_v4(), None).unwrap();
+        assert_eq!(user["post_code"], json!(90210));
     }
 
     #[test]
-    fn row_from_an_enriched_record() {
-        let row = row_from(&enriched()).unwrap();
-        assert_eq!(row.post_code, "LS1 4AB");
+    fn timestamp_has_the_old_consumers_format() {
+        let stamp = timestamp_text("2024-05-06T07:08:09.999Z".parse().unwrap());
+        assert_eq!(stamp, "2024-05-06 07:08:09");
         assert_eq!(
-            row.dob,
-            "1993-07-20T09:44:18.674Z".parse::<DateTime<Utc>>().unwrap()
-        );
-        assert_eq!(
-            row.enriched_at,
+            parse_stage_text(&stamp).unwrap(),
             "2024-05-06T07:08:09Z".parse::<DateTime<Utc>>().unwrap()
         );
-        assert_eq!(
-            (row.majors.as_str(), row.hobbies.as_str()),
-            tags_for(row.id)
-        );
-        assert_eq!(row.fetch_run_id, None);
+    }
 
-        let mut numeric = enriched();
-        numeric.insert("post_code".into(), json!(90210));
-        assert_eq!(row_from(&numeric).unwrap().post_code, "90210");
-
-        let mut untagged = enriched();
-        untagged.remove("random_hobbies");
+    #[test]
+    fn each_stage_sets_its_own_fields() {
+        let id = Uuid::new_v4();
         assert_eq!(
-            row_from(&untagged).unwrap_err(),
-            RecordError::Missing("random_hobbies".into())
+            Enrichment::Timestamp("2024-01-02 03:04:05").fields(id),
+            [("timestamp", "2024-01-02 03:04:05")]
         );
-        let mut bad_time = enriched();
-        bad_time.insert("timestamp".into(), json!("06/05/2024"));
-        assert!(
-            row_from(&bad_time)
-                .unwrap_err()
-                .to_string()
-                .starts_with("field `timestamp` is invalid")
+        let (major, hobby) = tags_for(id);
+        assert_eq!(
+            Enrichment::Tags.fields(id),
+            [("random_majors", major), ("random_hobbies", hobby)]
         );
+        for field in TEXT_FIELDS {
+            assert!(CONTRACT_FIELDS.contains(&field), "{field}");
+        }
     }
 }
