@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
@@ -49,6 +50,46 @@ impl TestKafka {
     /// A consumer group private to this test.
     pub fn group(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)
+    }
+}
+
+impl Drop for TestKafka {
+    /// Deletes the test's topics: the shared broker would otherwise keep every partition of every test
+    /// run, and its heap and start-up time grow with them.
+    fn drop(&mut self) {
+        let (brokers, prefix) = (self.brokers.clone(), format!("{}.", self.prefix));
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread of its own.
+        let deleted = std::thread::spawn(move || {
+            let client: rdkafka::producer::BaseProducer = userpipe::kafka::base_config(&brokers)
+                .create()
+                .map_err(|e| e.to_string())?;
+            let metadata = client
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .filter(|name| name.starts_with(&prefix))
+                .collect();
+            if names.is_empty() {
+                return Ok(());
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(userpipe::kafka::delete_topics(&brokers, &names))
+                .map_err(|e| format!("{e:#}"))
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!(
+                "could not delete the topics of {}: {deleted:?}",
+                self.prefix
+            );
+        }
     }
 }
 
