@@ -93,8 +93,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
-    /// Job runs: list the recent ones (default), show one, or run a schedule now
-    #[command(args_conflicts_with_subcommands = true)]
+    /// Job runs: list the recent ones (default), show one, print its log, or run a schedule now
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  userpipe jobs --status failed --since 1d\n  userpipe jobs --schedule base-backup --json | jq .error"
+    )]
     Jobs {
         #[command(subcommand)]
         command: Option<JobsCommand>,
@@ -126,7 +129,7 @@ pub struct JobsList {
     /// At most this many
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
-    /// JSON lines instead of a table
+    /// One JSON object per line instead of a table
     #[arg(long)]
     pub json: bool,
 }
@@ -134,13 +137,28 @@ pub struct JobsList {
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Every attempt of one run
+    #[command(after_help = "Example:\n  userpipe jobs show 0b7e6c1a-3f2d-4c55-9a51-2f0e4d8c9b10")]
     Show {
         run_id: Uuid,
-        /// JSON lines instead of text
+        /// One JSON object per line instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// The run's own log: its events and the output of the programs it started (its last 1000 lines)
+    #[command(
+        after_help = "Examples:\n  userpipe jobs logs 0b7e6c1a-3f2d-4c55-9a51-2f0e4d8c9b10\n  userpipe jobs logs --follow \"$(userpipe jobs --schedule base-backup --limit 1 --json | jq -r .run_id)\""
+    )]
+    Logs {
+        run_id: Uuid,
+        /// Keep printing new lines until the run is over
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line instead of text
         #[arg(long)]
         json: bool,
     },
     /// Run a schedule now (trigger `manual`), under the same overlap guard as scheduled runs
+    #[command(after_help = "Example:\n  userpipe jobs run fetch-users")]
     Run { schedule: String },
 }
 

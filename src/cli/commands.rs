@@ -4,22 +4,19 @@
 use std::path::Path;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::args::{
-    BackupCommand, Cli, Command, ConfigCommand, DbCommand, JobsCommand, JobsList, PgconfCommand,
-    SchedulesCommand,
+    BackupCommand, Cli, Command, ConfigCommand, DbCommand, PgconfCommand, SchedulesCommand,
 };
 use super::exit::{Outcome, success_if};
-use super::output;
 use super::process::{shutdown_on_signal, until_signal};
+use super::{jobs, output};
 use crate::app::{self, Role};
 use crate::bench::{self, BenchOptions};
 use crate::config::Config;
 use crate::pg::{backup, conf, drill};
 use crate::pipeline::{fetch, topics};
-use crate::scheduler::journal::{self, Journal, RunFilter, Status, Trigger};
 use crate::{db, kafka, scheduler};
 
 /// Runs the command `cli` names.
@@ -83,31 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Pgconf { command } => return pgconf(&config, command).await,
         Command::Backup { command } => return backups(&config, command).await,
-        Command::Jobs {
-            command: None,
-            list,
-        } => list_jobs(&config, &list).await?,
-        Command::Jobs {
-            command: Some(JobsCommand::Show { run_id, json }),
-            ..
-        } => {
-            let pool = db::connect(config.database.url.expose(), 1).await?;
-            let records = journal::show(&pool, run_id).await?;
-            if records.is_empty() {
-                anyhow::bail!("no job run {run_id}");
-            }
-            for record in &records {
-                if json {
-                    println!("{}", serde_json::to_string(record)?);
-                } else {
-                    print!("{}", output::describe_run(record));
-                }
-            }
-        }
-        Command::Jobs {
-            command: Some(JobsCommand::Run { schedule }),
-            ..
-        } => return run_now(&config, &schedule).await,
+        Command::Jobs { command, list } => return jobs::run(&config, command, &list).await,
     }
     Ok(Outcome::Success)
 }
@@ -123,65 +96,6 @@ fn check_schedules(dir: &Path) -> anyhow::Result<Outcome> {
         eprintln!("error: {error}");
     }
     Ok(success_if(loaded.errors.is_empty()))
-}
-
-async fn list_jobs(config: &Config, list: &JobsList) -> anyhow::Result<()> {
-    let since = match &list.since {
-        None => None,
-        Some(text) => Some(parse_since(text, chrono::Utc::now())?),
-    };
-    let filter = RunFilter {
-        schedule: list.schedule.clone(),
-        status: list.status,
-        since,
-        limit: list.limit,
-    };
-    let pool = db::connect(config.database.url.expose(), 1).await?;
-    let records = journal::list(&pool, &filter).await?;
-    if list.json {
-        for record in &records {
-            println!("{}", serde_json::to_string(record)?);
-        }
-    } else {
-        print!("{}", output::runs_table(&records));
-    }
-    Ok(())
-}
-
-/// `--since`: a duration back from `now`, or an RFC 3339 time.
-fn parse_since(
-    text: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(duration) = humantime::parse_duration(text) {
-        return Ok(now - chrono::Duration::from_std(duration)?);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .with_context(|| {
-            format!("--since {text:?} is neither a duration (2h, 3d) nor an RFC 3339 time")
-        })
-}
-
-/// `jobs run`: one run of a schedule in this process, recorded like any other; it fails unless the run
-/// succeeded.
-async fn run_now(config: &Config, name: &str) -> anyhow::Result<Outcome> {
-    let path = config.scheduler.dir.join(format!("{name}.toml"));
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("no schedule {name}: cannot read {}", path.display()))?;
-    let schedule = scheduler::schedule::parse(&path, &text)?;
-    topics::ensure(config, &config.topics).await?;
-    let pool = db::lazy_pool(config.database.url.expose(), 2)?;
-    let shutdown = CancellationToken::new();
-    let (journal, writer) = Journal::start(Some(pool.clone()), shutdown.clone());
-    let runner = scheduler::Runner::new(config.clone(), Some(pool), journal)?;
-    let status = runner.fire(&schedule, Trigger::Manual, None).await;
-    drop(runner);
-    shutdown.cancel();
-    if let Some(writer) = writer {
-        writer.await.context("the journal writer panicked")?;
-    }
-    Ok(success_if(status == Some(Status::Succeeded)))
 }
 
 /// `pgconf check | diff | apply`.
@@ -302,21 +216,5 @@ mod tests {
             "http://127.0.0.1:8080/readyz"
         );
         assert!(readyz_url("localhost").is_err());
-    }
-
-    #[test]
-    fn since_takes_a_duration_or_a_time() {
-        let now: chrono::DateTime<chrono::Utc> = "2026-01-02T12:00:00Z".parse().unwrap();
-        assert_eq!(
-            parse_since("2h", now).unwrap().to_rfc3339(),
-            "2026-01-02T10:00:00+00:00"
-        );
-        assert_eq!(
-            parse_since("2026-01-01T00:00:00Z", now)
-                .unwrap()
-                .to_rfc3339(),
-            "2026-01-01T00:00:00+00:00"
-        );
-        assert!(parse_since("yesterday", now).is_err());
     }
 }

@@ -1,9 +1,11 @@
-//! The command line: [`args`] (clap), [`commands`] (what each command does), [`output`] (what it prints),
-//! [`exit`] (exit codes, decided in one place), [`process`] (logging and the shutdown signal).
+//! The command line: [`args`] (clap), [`commands`] (what each command does; the `jobs` family in
+//! [`jobs`]), [`output`] (what it prints), [`exit`] (exit codes, decided in one place), [`process`]
+//! (logging and the shutdown signal).
 
 pub mod args;
 pub mod commands;
 pub mod exit;
+pub mod jobs;
 pub mod output;
 pub mod process;
 

@@ -11,7 +11,8 @@ use crate::pg::backup::{BackupReport, Listed};
 use crate::pg::drill::DrillReport;
 use crate::pipeline::fetch::FetchReport;
 use crate::scheduler::journal::RunRecord;
-use crate::scheduler::{Loaded, Schedule};
+use crate::scheduler::runlog::{KEPT_PER_RUN, LogEntry};
+use crate::scheduler::{Loaded, Schedule, files};
 
 /// `header` and `rows` as aligned columns, two spaces apart, no borders.
 fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
@@ -101,6 +102,43 @@ pub fn describe_run(r: &RunRecord) -> String {
     text
 }
 
+/// `jobs logs`: one line of a run's log (`time level attempt message fields`), after a marker when lines
+/// were dropped before it.
+pub fn log_entry(entry: &LogEntry) -> String {
+    let line = &entry.line;
+    let mut text = String::new();
+    if entry.dropped_before > 0 {
+        let why = if line.seq - entry.dropped_before == 1 {
+            format!("a run keeps its last {KEPT_PER_RUN}")
+        } else {
+            "the log writer's queue was full".to_owned()
+        };
+        text.push_str(&format!(
+            "... {} line(s) dropped: {why} ...\n",
+            entry.dropped_before
+        ));
+    }
+    text.push_str(&format!(
+        "{} {:>5} #{} {}",
+        line.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        line.level,
+        line.attempt,
+        line.message
+    ));
+    if let Some(fields) = line.fields.as_object() {
+        for (key, value) in fields {
+            match value {
+                serde_json::Value::String(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => {
+                    text.push_str(&format!(" {key}={s}"))
+                }
+                other => text.push_str(&format!(" {key}={other}")),
+            }
+        }
+    }
+    text.push('\n');
+    text
+}
+
 /// `schedules check`: each valid schedule with its next three fire times after `now`, then the count.
 /// The errors are printed apart, on stderr.
 pub fn schedules_check(
@@ -109,8 +147,8 @@ pub fn schedules_check(
     now: chrono::DateTime<chrono::Utc>,
 ) -> String {
     let mut text = String::new();
-    for (schedule, _) in &loaded.schedules {
-        text.push_str(&schedule_line(schedule));
+    for (schedule, file) in &loaded.schedules {
+        text.push_str(&schedule_line(schedule, files::is_builtin(file)));
         for fire in schedule.next_fires(now, 3) {
             text.push_str(&format!("    {}\n", fire.format("%a %Y-%m-%d %H:%M:%S %Z")));
         }
@@ -124,8 +162,12 @@ pub fn schedules_check(
     text
 }
 
-fn schedule_line(schedule: &Schedule) -> String {
-    let state = if schedule.enabled { "" } else { " (disabled)" };
+fn schedule_line(schedule: &Schedule, builtin: bool) -> String {
+    let state = match (schedule.enabled, builtin) {
+        (false, _) => " (disabled)",
+        (true, true) => " (built in; a file of that name replaces it)",
+        (true, false) => "",
+    };
     format!(
         "{}: {} at `{}` in {}{state}\n",
         schedule.name,
@@ -237,6 +279,39 @@ mod tests {
         assert_eq!(duration(65_432), "1m 5s");
         assert_eq!(duration(7_384_000), "2h 3m 4s");
         assert_eq!(duration(-5), "0s");
+    }
+
+    #[test]
+    fn a_log_line_reads_on_one_line_with_a_marker_for_dropped_lines() {
+        use crate::scheduler::runlog::{LogLine, entries};
+        let line = |seq: i64, message: &str, fields: serde_json::Value| LogLine {
+            run_id: uuid::Uuid::nil(),
+            seq,
+            attempt: 2,
+            at: "2026-01-03T02:00:01.5Z".parse().unwrap(),
+            level: "WARN".into(),
+            target: "userpipe::pg::program".into(),
+            message: message.into(),
+            fields,
+        };
+        let lines = vec![
+            line(
+                235,
+                "pg_basebackup: error: could not connect",
+                serde_json::json!({"program": "pg_basebackup", "code": 2, "error": "no route"}),
+            ),
+            line(236, "next", serde_json::json!({})),
+            line(240, "later", serde_json::json!({})),
+        ];
+        let text: String = entries(0, lines).iter().map(log_entry).collect();
+        assert_eq!(
+            text,
+            "... 234 line(s) dropped: a run keeps its last 1000 ...\n\
+             2026-01-03T02:00:01.500Z  WARN #2 pg_basebackup: error: could not connect program=pg_basebackup code=2 error=\"no route\"\n\
+             2026-01-03T02:00:01.500Z  WARN #2 next\n\
+             ... 3 line(s) dropped: the log writer's queue was full ...\n\
+             2026-01-03T02:00:01.500Z  WARN #2 later\n"
+        );
     }
 
     #[test]

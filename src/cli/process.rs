@@ -2,20 +2,31 @@
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use super::args::LogFormat;
+use crate::scheduler::CaptureLayer;
 
-/// Sets up logging to stderr: `USERPIPE_LOG` as the filter (`info` by default), text or JSON lines.
+/// The log filter when `USERPIPE_LOG` does not set one: userpipe's own events from INFO, other crates'
+/// (tokio-cron-scheduler logs every firing at INFO) only from WARN.
+pub const DEFAULT_LOG_FILTER: &str = "warn,userpipe=info";
+
+/// Sets up logging to stderr: `USERPIPE_LOG` as the filter ([`DEFAULT_LOG_FILTER`] by default), text or
+/// JSON lines; and the capture of each job run's events into its own log (the same filter applies).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("USERPIPE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let base = tracing_subscriber::registry()
+        .with(filter)
+        .with(CaptureLayer);
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => base.with(output).init(),
+        LogFormat::Json => base.with(output.json().flatten_event(true)).init(),
     }
 }
 

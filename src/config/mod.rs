@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-pub use secret::{Secret, redact_url, split_password};
+pub use secret::{Secret, redact_url, redact_webhook, split_password};
 pub use sections::*;
 
 /// The configuration file read when neither `--config` nor `USERPIPE_CONFIG` names one.
@@ -29,6 +29,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub backup: BackupConfig,
     pub pgconf: PgconfConfig,
+    pub notify: NotifyConfig,
 }
 
 /// Environment variables that override keys of the file, in the order they are applied.
@@ -44,6 +45,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 11] = [
     ("USERPIPE_WAL_ARCHIVE", "backup.wal_archive"),
     ("USERPIPE_PG_BIN", "backup.pg_bin"),
     ("USERPIPE_PGCONF", "pgconf.file"),
+    ("USERPIPE_NOTIFY_URL", "notify.url"),
 ];
 
 impl Config {
@@ -98,6 +100,7 @@ impl Config {
                 "backup.pg_bin" => self.backup.pg_bin = PathBuf::from(value),
                 "pgconf.file" => self.pgconf.file = PathBuf::from(value),
                 "http.listen" => self.http.listen = value,
+                "notify.url" => self.notify.url = Secret::new(value),
                 other => bail!("no override for {other}"),
             }
         }
@@ -125,6 +128,7 @@ impl Config {
             ("sink.batch_size", self.sink.batch_size as i64),
             ("backup.keep", self.backup.keep as i64),
             ("http.max_connections", self.http.max_connections as i64),
+            ("scheduler.history_keep", self.scheduler.history_keep as i64),
         ];
         for (key, value) in positive {
             if value < 1 {
@@ -136,6 +140,23 @@ impl Config {
         }
         if self.http.header_read_timeout.is_zero() {
             bail!("http.header_read_timeout must be more than 0s");
+        }
+        if self.scheduler.history < std::time::Duration::from_secs(86_400) {
+            bail!("scheduler.history must be one day or more");
+        }
+        let notify = self.notify.url.expose();
+        if !notify.is_empty() && !is_http_url(notify) {
+            // The URL itself is a secret: say what is wrong without it.
+            bail!("notify.url (USERPIPE_NOTIFY_URL) is not an http(s) url");
+        }
+        if !self.notify.base_url.is_empty() && !is_http_url(&self.notify.base_url) {
+            bail!(
+                "notify.base_url must be an http(s) url, not {:?}",
+                self.notify.base_url
+            );
+        }
+        if self.notify.timeout.is_zero() {
+            bail!("notify.timeout must be more than 0s");
         }
         if self.backup.timeout.is_zero() {
             bail!("backup.timeout must be more than 0s");
@@ -173,8 +194,14 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = Secret::new(redact_url(self.database.url.expose()));
+        shown.notify.url = Secret::new(redact_webhook(self.notify.url.expose()));
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
+}
+
+/// Whether `text` is an absolute http or https URL.
+fn is_http_url(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
 }
 
 #[cfg(test)]
@@ -321,6 +348,48 @@ mod tests {
             (bare.as_str(), password.as_deref()),
             ("postgres://u@db/x", Some("q"))
         );
+    }
+
+    #[test]
+    fn the_notification_url_is_a_secret() {
+        let hook = "https://hooks.slack.com/services/T0/B0/s3cr3tT0ken";
+        let mut config = Config::default();
+        config
+            .apply_env(|name| (name == "USERPIPE_NOTIFY_URL").then(|| hook.to_owned()))
+            .unwrap();
+        assert_eq!(config.notify.url.expose(), hook);
+        config.validate().unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("url = \"https://hooks.slack.com/***\""),
+            "{shown}"
+        );
+        config.notify.url = Secret::new("hooks.slack.com/services/s3cr3t");
+        let error = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "notify.url (USERPIPE_NOTIFY_URL) is not an http(s) url"
+        );
+    }
+
+    #[test]
+    fn history_is_written_in_days() {
+        let config = Config::parse("[scheduler]\nhistory = \"30d\"\nhistory_keep = 5\n").unwrap();
+        assert_eq!(config.scheduler.history, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.scheduler.history_keep, 5);
+        assert!(
+            Config::default()
+                .to_redacted_toml()
+                .contains("history = \"90d\"")
+        );
+        let error = Config::parse("[scheduler]\nhistory = \"2h\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "scheduler.history must be one day or more");
     }
 
     #[test]

@@ -99,12 +99,85 @@ impl Default for HttpConfig {
 pub struct SchedulerConfig {
     /// The folder of schedule files, one `<name>.toml` each (`USERPIPE_SCHEDULES`).
     pub dir: PathBuf,
+    /// How long the run history (`job_runs`, `job_firings`, the run logs) is kept; the built-in
+    /// `prune-history` schedule deletes older runs daily.
+    #[serde(with = "days")]
+    pub history: Duration,
+    /// The newest runs of each schedule kept whatever their age, so a rare schedule's history is never
+    /// emptied.
+    pub history_keep: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("schedules"),
+            history: Duration::from_secs(90 * 86_400),
+            history_keep: 20,
+        }
+    }
+}
+
+/// A duration written in whole days when it is whole days (`90d`), else as humantime writes it; read
+/// as any humantime duration (`90d`, `12h`).
+mod days {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        let secs = value.as_secs();
+        if secs > 0 && secs.is_multiple_of(86_400) && value.subsec_nanos() == 0 {
+            serializer.serialize_str(&format!("{}d", secs / 86_400))
+        } else {
+            serializer.serialize_str(&humantime::format_duration(*value).to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which finished runs send a notification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    /// A run that failed, timed out or was abandoned; and the first success after one (a recovery).
+    #[default]
+    Failure,
+    /// Every run that finished, skipped ones included.
+    Always,
+    /// None.
+    Never,
+}
+
+/// Notifications of finished job runs: a webhook (Slack-compatible JSON) that every schedule uses
+/// unless its file's own `[notify]` table says otherwise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The webhook the messages are posted to (`USERPIPE_NOTIFY_URL`); empty: no notifications. A secret:
+    /// it is never printed beyond its host.
+    pub url: Secret,
+    /// Which runs notify: `failure` (and recoveries), `always`, or `never`.
+    pub on: NotifyOn,
+    /// Where operators reach userpipe's HTTP endpoints (`https://userpipe.example.com`); a message's link
+    /// to its run starts with it. Empty: the link is the path alone (`/api/jobs/<run id>`).
+    pub base_url: String,
+    /// How long one attempt at posting a message may take; three attempts are made.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new(""),
+            on: NotifyOn::Failure,
+            base_url: String::new(),
+            timeout: Duration::from_secs(10),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `/metrics`: the Prometheus registry in the OpenMetrics text format, with the gauges read at scrape time
-//! (the archiver's failures, the newest verified backup).
+//! `/metrics`: the Prometheus registry in the OpenMetrics text format, with what is read at scrape time
+//! (the archiver's statistics, the newest verified backup).
 
 use std::path::Path;
 
@@ -8,24 +8,24 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::state::{CHECK_TIMEOUT, HttpState};
-use crate::metrics::METRICS;
+use crate::metrics::{ArchiverReading, METRICS};
 use crate::pg::{backup, conf};
 
 pub async fn metrics(State(state): State<HttpState>) -> Response {
-    let failed = match &state.pool {
-        None => -1,
+    let reading = match &state.pool {
+        None => None,
         Some(pool) => {
             let read = async {
                 let mut conn = pool.acquire().await?;
                 conf::archiver(&mut conn).await
             };
             match tokio::time::timeout(CHECK_TIMEOUT, read).await {
-                Ok(Ok(stats)) => stats.failed_count,
-                _ => -1,
+                Ok(Ok(stats)) => Some(archiver_reading(&stats)),
+                _ => None,
             }
         }
     };
-    METRICS.archiver_failed.set(failed);
+    METRICS.set_archiver(reading);
     let dir = state.backup_dir.clone();
     let newest = tokio::task::spawn_blocking(move || newest_verified_backup(&dir))
         .await
@@ -42,6 +42,21 @@ pub async fn metrics(State(state): State<HttpState>) -> Response {
         METRICS.render(),
     )
         .into_response()
+}
+
+/// The archiver's statistics as the metrics export them.
+fn archiver_reading(stats: &conf::ArchiverStats) -> ArchiverReading {
+    let unix = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+    };
+    ArchiverReading {
+        archived: stats.archived_count.max(0) as u64,
+        failed: stats.failed_count.max(0) as u64,
+        last_archived: unix(stats.last_archived_time),
+        last_failed: unix(stats.last_failed_time),
+        pending_segments: stats.waiting_segments,
+        oldest_pending_seconds: stats.oldest_waiting_age_seconds.unwrap_or(0.0),
+    }
 }
 
 /// When the newest backup that passed verification finished.

@@ -1,5 +1,6 @@
 //! The HTTP endpoints of `userpipe run`: `/healthz` (alive), `/readyz` (Kafka and PostgreSQL reachable and
-//! every role running), `/metrics` (Prometheus), `/api/jobs` (recent job runs as JSON).
+//! every role running), `/metrics` (Prometheus), `/api/jobs` (recent job runs as JSON, one run with its
+//! attempts, a run's log).
 //!
 //! [`server`] has the routes; one file per endpoint family; [`state`] is what the handlers share.
 

@@ -52,6 +52,8 @@ pub async fn serve(
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/jobs", get(jobs::jobs))
+        .route("/api/jobs/{run_id}", get(jobs::run))
+        .route("/api/jobs/{run_id}/logs", get(jobs::logs))
         .with_state(state);
     if let Ok(address) = listener.local_addr() {
         info!(message = "http endpoints listening", %address, max_connections = limits.max_connections);

@@ -1,14 +1,16 @@
 //! Running the PostgreSQL programs (pg_basebackup, pg_verifybackup, pg_ctl, postgres) that backups and the
 //! restore drill share: finding them, checking their version against the server's, handing them the
 //! connection without its password on the command line, and running one in a process group of its own
-//! that is killed whole when the run fails, times out or is dropped.
+//! that is killed whole when the run fails, times out or is dropped. Every line a program prints (bar
+//! progress aside) becomes a log event with its `program`, so a job run's log holds it.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tracing::{info, warn};
 
 /// Lines of a program's stderr kept for an error message.
 const STDERR_TAIL: usize = 30;
@@ -121,6 +123,50 @@ pub fn problem_lines(program: &str, lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// What a line of a program's stderr is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// Progress a bar shows: not logged, not kept.
+    Progress,
+    /// Information (`--verbose`): logged, not kept for an error message.
+    Info,
+    /// An error, warning, detail or hint: logged, and kept for the error message.
+    Problem,
+}
+
+/// A line `program --verbose` prints: information unless it has a level (`pg_basebackup: error: ...`)
+/// or is not the program's own (a server message carried along).
+pub fn verbose_line(program: &str, line: &str) -> Line {
+    let levels = ["error:", "warning:", "detail:", "hint:", "fatal:"];
+    match line
+        .strip_prefix(program)
+        .and_then(|rest| rest.strip_prefix(": "))
+    {
+        Some(rest) if !levels.iter().any(|level| rest.starts_with(level)) => Line::Info,
+        _ => Line::Problem,
+    }
+}
+
+/// Reads `output` line by line (a terminal's progress lines end with \r, not \n), handing each
+/// non-blank one to `each`.
+async fn read_lines(
+    output: impl AsyncRead + Unpin,
+    mut each: impl FnMut(&str),
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(output);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).await? == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&buf);
+        for line in text.split(['\r', '\n']).filter(|l| !l.trim().is_empty()) {
+            each(line);
+        }
+    }
+}
+
 /// Kills a process group when dropped, unless disarmed.
 struct KillGroupOnDrop {
     group: Option<i32>,
@@ -142,14 +188,15 @@ fn kill_group(group: i32) {
     }
 }
 
-/// Runs `command` in a process group of its own, reading its stderr line by line (`keep` says which
-/// lines go into the tail kept for errors), within `timeout`. When it fails, times out, or the future is
-/// dropped, the whole group is killed.
+/// Runs `command` in a process group of its own, reading its output line by line, within `timeout`.
+/// Each stderr line is logged (`program` = `name`) as `classify` says, and the problems are kept for an
+/// error; stdout lines are logged. When it fails, times out, or the future is dropped, the whole group
+/// is killed.
 pub async fn run_program(
     mut command: tokio::process::Command,
     name: &str,
     timeout: Duration,
-    mut keep: impl FnMut(&str) -> bool,
+    mut classify: impl FnMut(&str) -> Line,
 ) -> anyhow::Result<ProgramOutput> {
     command
         .env("LC_ALL", "C")
@@ -164,32 +211,23 @@ pub async fn run_program(
     let mut group = KillGroupOnDrop {
         group: child.id().map(|id| id as i32),
     };
-    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         bail!("cannot read the output of {name}");
     };
     let work = async {
         let mut tail: Vec<String> = Vec::new();
-        let read_stderr = async {
-            let mut reader = BufReader::new(stderr);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                if reader.read_until(b'\n', &mut buf).await? == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf);
-                // On a terminal, progress lines end with \r instead of \n.
-                for line in text.split(['\r', '\n']).filter(|l| !l.trim().is_empty()) {
-                    if keep(line) {
-                        tail.push(line.to_owned());
-                        if tail.len() > STDERR_TAIL {
-                            tail.remove(0);
-                        }
-                    }
+        let read_stderr = read_lines(stderr, |line| match classify(line) {
+            Line::Progress => {}
+            Line::Info => info!(message = line, program = name),
+            Line::Problem => {
+                warn!(message = line, program = name);
+                tail.push(line.to_owned());
+                if tail.len() > STDERR_TAIL {
+                    tail.remove(0);
                 }
             }
-            Ok::<_, std::io::Error>(())
-        };
+        });
+        let read_stdout = read_lines(stdout, |line| info!(message = line, program = name));
         // A forked helper (pg_basebackup's WAL streamer) shares the pipes: when the program fails, its
         // group is killed at once, so a helper left behind cannot keep the pipes open until the timeout.
         let waiting = async {
@@ -201,8 +239,7 @@ pub async fn run_program(
             }
             Ok::<_, std::io::Error>(status)
         };
-        let mut sink = Vec::new();
-        let (out, err, status) = tokio::join!(stdout.read_to_end(&mut sink), read_stderr, waiting);
+        let (out, err, status) = tokio::join!(read_stdout, read_stderr, waiting);
         out?;
         err?;
         let status = status?;
@@ -281,6 +318,28 @@ mod tests {
             tool_connection("postgres://backup@db.example/userpipe?password=q%26r").unwrap();
         assert_eq!(conninfo, "postgres://backup@db.example/userpipe");
         assert_eq!(password.as_deref(), Some("q&r"));
+    }
+
+    #[test]
+    fn verbose_lines_are_information_and_leveled_ones_problems() {
+        let check = |line: &str, expected: Line| {
+            assert_eq!(verbose_line("pg_basebackup", line), expected, "{line}")
+        };
+        check("pg_basebackup: checkpoint completed", Line::Info);
+        check(
+            "pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1",
+            Line::Info,
+        );
+        check(
+            "pg_basebackup: error: could not connect to server",
+            Line::Problem,
+        );
+        check("pg_basebackup: warning: something", Line::Problem);
+        check("pg_basebackup: hint: try this", Line::Problem);
+        check(
+            "FATAL:  no pg_hba.conf entry for replication connection",
+            Line::Problem,
+        );
     }
 
     #[test]

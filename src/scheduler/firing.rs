@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::files::load_dir;
+use super::freshness;
 use super::journal::{Journal, Trigger};
 use super::runner::Runner;
 use super::schedule::Schedule;
@@ -99,7 +100,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
     let runner = Runner::new(config.clone(), pool, journal)?;
-    let result = run(&config.scheduler.dir, runner, shutdown, Clock::system()).await;
+    let result = run(&config.scheduler.dir, runner.clone(), shutdown, Clock::system()).await;
+    // Messages of the last runs get a moment; the journal writer has its own grace.
+    runner.settle(Duration::from_secs(1)).await;
+    drop(runner);
     if let Some(writer) = writer {
         writer.await.context("the journal writer panicked")?;
     }
@@ -130,6 +134,10 @@ pub async fn run(
     };
     let runs = tokio_util::task::TaskTracker::new();
     let started = state.reload().await;
+    if let Some(pool) = runner.pool().cloned() {
+        let names: Vec<String> = state.entries.keys().cloned().collect();
+        tokio::spawn(async move { freshness::read_back(&pool, &names).await });
+    }
     for schedule in started.iter().filter(|s| s.enabled && s.run_on_start) {
         let (runner, schedule) = (runner.clone(), schedule.clone());
         runs.spawn(async move { runner.fire(&schedule, Trigger::Start, None).await });
@@ -265,6 +273,7 @@ impl State {
                 enabled = schedule.enabled,
                 next = next.as_deref()
             );
+            freshness::loaded(&name, None);
             self.plan(&name, from).await;
             changed.push(schedule);
         }
@@ -276,6 +285,7 @@ impl State {
             .collect();
         for name in gone {
             self.remove(&name).await;
+            freshness::removed(&name);
             info!(message = "schedule removed", schedule = %name);
         }
         changed
@@ -301,6 +311,7 @@ impl State {
         };
         entry.pending = None;
         entry.planned = None;
+        freshness::next_fire(name, None);
         if !entry.schedule.enabled {
             return;
         }
@@ -309,6 +320,7 @@ impl State {
             return;
         };
         let planned = next.with_timezone(&Utc);
+        freshness::next_fire(name, Some(planned));
         // The timer counts in whole seconds from the current whole second: this delay makes it fire at
         // `planned`, not up to a second before it.
         let delay =

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use rdkafka::producer::FutureProducer;
+use sqlx::PgPool;
 
+use super::history;
 use crate::config::Config;
 use crate::pg::{backup, conf, drill};
 use crate::pipeline::fetch;
@@ -19,6 +21,7 @@ pub enum JobSpec {
     BaseBackup(BackupParams),
     RestoreDrill(DrillParams),
     PgconfEnforce(PgconfParams),
+    PruneHistory(PruneParams),
 }
 
 impl JobSpec {
@@ -29,16 +32,18 @@ impl JobSpec {
             JobSpec::BaseBackup(_) => "base-backup",
             JobSpec::RestoreDrill(_) => "restore-drill",
             JobSpec::PgconfEnforce(_) => "pgconf-enforce",
+            JobSpec::PruneHistory(_) => history::SCHEDULE,
         }
     }
 }
 
 /// The job kinds, as written in schedule files.
-pub const JOB_KINDS: [&str; 4] = [
+pub const JOB_KINDS: [&str; 5] = [
     "fetch-users",
     "base-backup",
     "restore-drill",
     "pgconf-enforce",
+    history::SCHEDULE,
 ];
 
 /// `[params]` of `fetch-users`.
@@ -99,6 +104,11 @@ fn yes() -> bool {
     true
 }
 
+/// `[params]` of `prune-history`: none; `scheduler.history` and `scheduler.history_keep` say what to keep.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneParams {}
+
 /// A job's failure that still has an account for the journal (the archiver's statistics of a failed
 /// `pgconf-enforce`, ...): the run is recorded `failed` with `message` as its error and `detail` as its
 /// detail.
@@ -110,10 +120,12 @@ pub struct JobFailure {
 }
 
 /// Runs `job` as run `run_id`; the job's report becomes the run's detail. `producer` is shared by every
-/// fetch run (a producer's start-up costs more than publishing one user).
+/// fetch run (a producer's start-up costs more than publishing one user); `pool` is the journal's
+/// database, which `prune-history` prunes.
 pub async fn execute(
     config: &Config,
     producer: &FutureProducer,
+    pool: Option<&PgPool>,
     job: &JobSpec,
     run_id: Uuid,
 ) -> anyhow::Result<serde_json::Value> {
@@ -151,6 +163,14 @@ pub async fn execute(
                 }
                 .into())
             }
+        }
+        JobSpec::PruneHistory(_) => {
+            let Some(pool) = pool else {
+                anyhow::bail!("prune-history needs the database, and this process has none");
+            };
+            let history = &config.scheduler;
+            let report = history::prune(pool, history.history, history.history_keep).await?;
+            Ok(serde_json::to_value(report)?)
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The journal of job runs: each attempt's start and finish, logged as a structured event and kept in
-//! PostgreSQL `job_runs`. Table writes go through a queue with retries, so jobs run on, and are logged,
-//! while PostgreSQL is unreachable; the table catches up once it is back.
+//! PostgreSQL `job_runs`, and the runs' own log lines (`job_run_logs`, see [`super::runlog`]). Table
+//! writes go through queues with retries, so jobs run on, and are logged, while PostgreSQL is unreachable;
+//! the tables catch up once it is back.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,12 +16,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::runlog::{self, LogLine};
 use crate::db::is_data_error;
 use crate::metrics::{METRICS, RunLabels, ScheduleLabels};
 use crate::retry::{Attempt, Backoff, until_done};
 
 /// Records waiting for PostgreSQL; past this the table misses records (the log still has them).
 const QUEUE: usize = 10_000;
+/// Run log lines waiting for PostgreSQL; past this, lines are dropped (the process's log still has them).
+const LINES_QUEUE: usize = 20_000;
+/// Run log lines written in one statement.
+const LINES_BATCH: usize = 1000;
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +137,7 @@ impl fmt::Display for Status {
 }
 
 /// One attempt of one run, as logged and as kept in `job_runs`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct RunRecord {
     pub run_id: Uuid,
     pub attempt: i32,
@@ -153,13 +159,15 @@ pub struct RunRecord {
     pub duration_ms: Option<i64>,
     /// The userpipe process that ran it (`host:pid`).
     pub instance: String,
+    /// The attempts the run may make (its schedule's `retries` plus one).
+    pub max_attempts: i32,
 }
 
 impl RunRecord {
-    /// A record that a run attempt started now.
+    /// A record that attempt `attempt` of `max_attempts` of a run started now.
     pub fn started(
         run_id: Uuid,
-        attempt: i32,
+        (attempt, max_attempts): (i32, i32),
         schedule: &str,
         job: &str,
         trigger: Trigger,
@@ -168,6 +176,7 @@ impl RunRecord {
         Self {
             run_id,
             attempt,
+            max_attempts,
             schedule: schedule.to_owned(),
             job: job.to_owned(),
             trigger,
@@ -207,6 +216,15 @@ impl RunRecord {
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = Some(detail);
         self
+    }
+
+    /// Whether this attempt ended its run: it finished, and no further attempt follows.
+    pub fn ends_run(&self) -> bool {
+        match self.status {
+            Status::Running => false,
+            Status::Succeeded | Status::Skipped | Status::Abandoned => true,
+            Status::Failed | Status::TimedOut => self.attempt >= self.max_attempts,
+        }
     }
 
     /// Logs the record as a structured event.
@@ -253,25 +271,41 @@ pub fn instance() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Where run records go.
+/// Where run records and run log lines go.
 #[derive(Clone)]
 pub struct Journal {
     queue: Option<mpsc::Sender<RunRecord>>,
+    lines: Option<mpsc::Sender<LogLine>>,
 }
 
 impl Journal {
-    /// A journal that logs and, when `pool` is given, writes `job_runs` in the background until
-    /// `shutdown` (then it gets `SHUTDOWN_GRACE` and one second more to write what is queued).
+    /// A journal that logs and, when `pool` is given, writes `job_runs` and `job_run_logs` in the
+    /// background until `shutdown` (then it gets `SHUTDOWN_GRACE` and one second more to write what is
+    /// queued).
     pub fn start(
         pool: Option<PgPool>,
         shutdown: CancellationToken,
     ) -> (Self, Option<JoinHandle<()>>) {
         let Some(pool) = pool else {
-            return (Self { queue: None }, None);
+            let journal = Self {
+                queue: None,
+                lines: None,
+            };
+            return (journal, None);
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = tokio::spawn(write_records(pool, rx, shutdown));
-        (Self { queue: Some(tx) }, Some(writer))
+        let (lines_tx, lines_rx) = mpsc::channel(LINES_QUEUE);
+        let writer = tokio::spawn(write_records(pool, rx, lines_rx, shutdown));
+        let journal = Self {
+            queue: Some(tx),
+            lines: Some(lines_tx),
+        };
+        (journal, Some(writer))
+    }
+
+    /// The queue of run log lines, when the journal writes a table.
+    pub fn log_queue(&self) -> Option<mpsc::Sender<LogLine>> {
+        self.lines.clone()
     }
 
     /// Logs `record`, counts it when finished, and queues it for the table.
@@ -304,6 +338,7 @@ impl Journal {
 async fn write_records(
     pool: PgPool,
     mut rx: mpsc::Receiver<RunRecord>,
+    mut lines_rx: mpsc::Receiver<LogLine>,
     shutdown: CancellationToken,
 ) {
     let stop = CancellationToken::new();
@@ -328,37 +363,91 @@ async fn write_records(
     if let Err(e) = mark_abandoned(&pool).await {
         warn!(message = "cannot mark abandoned runs", error = %format!("{e:#}"));
     }
+    let mut lines = Vec::with_capacity(LINES_BATCH);
+    let mut lines_open = true;
     loop {
-        let record = tokio::select! {
+        tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
-            record = rx.recv() => match record { Some(r) => r, None => return },
-        };
-        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let written = until_done("cannot write the journal, retrying", backoff, &stop, || async {
-            match upsert(&pool, &record).await {
-                Ok(()) => Attempt::Done(()),
-                // Only a record the database refuses as data is dropped (the log keeps it); anything else
-                // (unreachable, not migrated yet, read-only) passes once fixed.
-                Err(e) if is_data_error(&e) => {
-                    error!(message = "journal record refused by the database", run_id = %record.run_id, error = %e);
-                    Attempt::Done(())
+            record = rx.recv() => {
+                // The lines a run logged before this record go first: once a record says a run ended,
+                // its log is complete in the table.
+                while lines.len() < LINES_QUEUE && let Ok(line) = lines_rx.try_recv() {
+                    lines.push(line);
                 }
-                Err(e) => Attempt::Retry(e.to_string()),
+                for batch in lines.chunks(LINES_BATCH) {
+                    if write_lines(&pool, batch, &stop).await.is_err() {
+                        return;
+                    }
+                }
+                lines.clear();
+                let Some(record) = record else { return };
+                if write_record(&pool, &record, &stop).await.is_err() {
+                    return;
+                }
             }
-        })
-        .await;
-        if written.is_err() {
-            return;
+            received = lines_rx.recv_many(&mut lines, LINES_BATCH), if lines_open => {
+                lines_open = received > 0;
+                if write_lines(&pool, &lines, &stop).await.is_err() {
+                    return;
+                }
+                lines.clear();
+            }
         }
     }
+}
+
+/// Writes one record, retrying until done or `stop`.
+async fn write_record(
+    pool: &PgPool,
+    record: &RunRecord,
+    stop: &CancellationToken,
+) -> Result<(), crate::retry::Abandoned> {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    until_done("cannot write the journal, retrying", backoff, stop, || async {
+        match upsert(pool, record).await {
+            Ok(()) => Attempt::Done(()),
+            // Only a record the database refuses as data is dropped (the log keeps it); anything else
+            // (unreachable, not migrated yet, read-only) passes once fixed.
+            Err(e) if is_data_error(&e) => {
+                error!(message = "journal record refused by the database", run_id = %record.run_id, error = %e);
+                Attempt::Done(())
+            }
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    })
+    .await
+}
+
+/// Writes run log lines, retrying until done or `stop`.
+async fn write_lines(
+    pool: &PgPool,
+    lines: &[LogLine],
+    stop: &CancellationToken,
+) -> Result<(), crate::retry::Abandoned> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    until_done("cannot write run logs, retrying", backoff, stop, || async {
+        match runlog::insert(pool, lines).await {
+            Ok(()) => Attempt::Done(()),
+            Err(e) if is_data_error(&e) => {
+                error!(message = "run log lines refused by the database", lines = lines.len(), error = %e);
+                Attempt::Done(())
+            }
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    })
+    .await
 }
 
 /// Writes a record; a later record of the same attempt replaces the earlier one.
 pub async fn upsert(pool: &PgPool, r: &RunRecord) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO job_runs (run_id, attempt, schedule, job, trigger, scheduled_for, status, reason, error, \
-           detail, started_at, finished_at, duration_ms, instance) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+           detail, started_at, finished_at, duration_ms, instance, max_attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (run_id, attempt) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason, \
            error = EXCLUDED.error, detail = EXCLUDED.detail, finished_at = EXCLUDED.finished_at, \
            duration_ms = EXCLUDED.duration_ms",
@@ -377,6 +466,7 @@ pub async fn upsert(pool: &PgPool, r: &RunRecord) -> Result<(), sqlx::Error> {
     .bind(r.finished_at)
     .bind(r.duration_ms)
     .bind(&r.instance)
+    .bind(r.max_attempts)
     .execute(pool)
     .await?;
     Ok(())
@@ -437,6 +527,14 @@ pub async fn list(pool: &PgPool, filter: &RunFilter) -> anyhow::Result<Vec<RunRe
     .fetch_all(pool)
     .await
     .context("cannot read job runs")
+}
+
+/// Whether the run whose attempts are `records` is over: its latest attempt ended it. Pure.
+pub fn run_over(records: &[RunRecord]) -> bool {
+    records
+        .iter()
+        .max_by_key(|r| r.attempt)
+        .is_some_and(RunRecord::ends_run)
 }
 
 /// Every attempt of one run, first attempt first.

@@ -1,5 +1,7 @@
 //! One run of a schedule: the guards (overlap here and on other replicas, the firing claim), jitter,
-//! attempts with a timeout and retries, and a journal record for each attempt.
+//! attempts with a timeout and retries, a journal record for each attempt, the run's own log (a `run`
+//! span around it and an `attempt` span around each attempt, which [`super::capture`] keeps), its
+//! freshness metrics, and its notification.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,12 +11,15 @@ use chrono::{DateTime, Utc};
 use rand::RngExt;
 use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 use uuid::Uuid;
 
+use super::capture::{self, ATTEMPT_SPAN, RUN_SPAN};
+use super::freshness;
 use super::guards::{Guards, ScheduleLock};
 use super::jobs::{self, JobFailure};
 use super::journal::{self, Journal, RunRecord, Status, Trigger};
+use super::notify::Notifier;
 use super::schedule::{Overlap, Schedule};
 use crate::config::Config;
 use crate::retry::Backoff;
@@ -25,6 +30,8 @@ const GUARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runs jobs; shared by the scheduler and `userpipe jobs run`.
 pub struct Runner {
     config: Config,
+    /// The journal's database (the `prune-history` job prunes it; notifications read the last run).
+    pool: Option<PgPool>,
     /// The firing claims and schedule locks, on connections of their own (none without a database).
     guards: Option<Guards>,
     journal: Journal,
@@ -32,6 +39,7 @@ pub struct Runner {
     producer: FutureProducer,
     /// Schedules with a run going in this process, and that run's id.
     running: Mutex<HashMap<String, Uuid>>,
+    notifier: Notifier,
 }
 
 impl Runner {
@@ -41,12 +49,15 @@ impl Runner {
         journal: Journal,
     ) -> anyhow::Result<Arc<Self>> {
         let producer = crate::kafka::producer(&config.kafka)?;
+        let notifier = Notifier::new(&config.notify, pool.clone())?;
         Ok(Arc::new(Self {
             config,
             guards: pool.as_ref().map(Guards::new),
+            pool,
             journal,
             producer,
             running: Mutex::new(HashMap::new()),
+            notifier,
         }))
     }
 
@@ -59,15 +70,6 @@ impl Runner {
         scheduled_for: Option<DateTime<Utc>>,
     ) -> Option<Status> {
         let run_id = Uuid::new_v4();
-        let job = schedule.job.kind();
-        let skipped = |reason: String| {
-            let record = RunRecord::started(run_id, 1, &schedule.name, job, trigger, scheduled_for)
-                .finished(Status::Skipped)
-                .with_reason(reason);
-            self.journal.record(&record);
-            Some(Status::Skipped)
-        };
-
         if let (Some(guards), Some(at)) = (&self.guards, scheduled_for) {
             let instance = journal::instance();
             let claim = guards.claim_firing(&schedule.name, at, run_id, &instance);
@@ -78,13 +80,60 @@ impl Runner {
                     return None;
                 }
                 Ok(Err(e)) => {
-                    warn!(message = "running without the firing claim", schedule = %schedule.name, error = %format!("{e:#}"))
+                    warn!(message = "running without the firing claim", %run_id, schedule = %schedule.name, error = %format!("{e:#}"))
                 }
                 Err(_) => {
-                    warn!(message = "running without the firing claim: postgresql did not answer in time", schedule = %schedule.name)
+                    warn!(message = "running without the firing claim: postgresql did not answer in time", %run_id, schedule = %schedule.name)
                 }
             }
         }
+        // From here on, every event of the run is kept in its log.
+        let _capture = self
+            .journal
+            .log_queue()
+            .map(|queue| capture::attach(run_id, queue));
+        let span = info_span!(RUN_SPAN, %run_id, schedule = %schedule.name);
+        let (first_start, last) = self
+            .run(schedule, run_id, trigger, scheduled_for)
+            .instrument(span)
+            .await;
+        let ended = last.finished_at.unwrap_or_else(Utc::now);
+        freshness::finished(&schedule.name, last.status, ended);
+        self.notifier.run_ended(
+            &schedule.notify,
+            &last,
+            first_start.unwrap_or(last.started_at),
+        );
+        Some(last.status)
+    }
+
+    /// The guarded part of a run; returns when its first attempt started, and its last record.
+    async fn run(
+        &self,
+        schedule: &Schedule,
+        run_id: Uuid,
+        trigger: Trigger,
+        scheduled_for: Option<DateTime<Utc>>,
+    ) -> (Option<DateTime<Utc>>, RunRecord) {
+        let job = schedule.job.kind();
+        let attempts = schedule.retries.saturating_add(1);
+        let max_attempts = attempts.min(i32::MAX as u32) as i32;
+        let skipped = |reason: String| {
+            freshness::skipped(&schedule.name);
+            let record = RunRecord::started(
+                run_id,
+                (1, max_attempts),
+                &schedule.name,
+                job,
+                trigger,
+                scheduled_for,
+            )
+            .finished(Status::Skipped)
+            .with_reason(reason);
+            self.journal.record(&record);
+            (None, record)
+        };
+
         let exclusive = schedule.overlap == Overlap::Skip;
         if exclusive && let Some(previous) = self.running_here(&schedule.name) {
             return skipped(format!("the previous run {previous} is still running"));
@@ -125,50 +174,75 @@ impl Runner {
             name: &schedule.name,
             run_id,
         };
+        let _going = freshness::running(&schedule.name);
 
         if !schedule.jitter.is_zero() {
             let jitter = rand::rng().random_range(Duration::ZERO..=schedule.jitter);
             tokio::time::sleep(jitter).await;
         }
-        let attempts = schedule.retries.saturating_add(1);
         let mut backoff = Backoff::new(schedule.retry_backoff, Duration::MAX);
-        let mut status = Status::Failed;
-        for attempt in 1..=attempts {
+        let mut first_start = None;
+        let mut attempt = 1;
+        loop {
             let started = RunRecord::started(
                 run_id,
-                attempt as i32,
+                (attempt, max_attempts),
                 &schedule.name,
                 job,
                 trigger,
                 scheduled_for,
             );
-            self.journal.record(&started);
-            let work = jobs::execute(&self.config, &self.producer, &schedule.job, run_id);
-            let outcome = tokio::time::timeout(schedule.timeout, work).await;
-            let finished = match outcome {
-                Ok(Ok(detail)) => started.finished(Status::Succeeded).with_detail(detail),
-                Ok(Err(e)) => {
-                    let failed = started
-                        .finished(Status::Failed)
-                        .with_error(format!("{e:#}"));
-                    match e.downcast_ref::<JobFailure>() {
-                        Some(failure) => failed.with_detail(failure.detail.clone()),
-                        None => failed,
-                    }
-                }
-                Err(_) => started.finished(Status::TimedOut).with_reason(format!(
-                    "cancelled after the timeout of {}",
-                    humantime::format_duration(schedule.timeout)
-                )),
-            };
-            self.journal.record(&finished);
-            status = finished.status;
-            if status == Status::Succeeded || attempt == attempts {
-                break;
+            first_start.get_or_insert(started.started_at);
+            let finished = self
+                .attempt(schedule, started)
+                .instrument(info_span!(ATTEMPT_SPAN, attempt))
+                .await;
+            if finished.ends_run() {
+                return (first_start, finished);
             }
             tokio::time::sleep(backoff.next_delay()).await;
+            attempt += 1;
         }
-        Some(status)
+    }
+
+    /// One attempt, from its `started` record to its finished one, both journaled.
+    async fn attempt(&self, schedule: &Schedule, started: RunRecord) -> RunRecord {
+        self.journal.record(&started);
+        let work = jobs::execute(
+            &self.config,
+            &self.producer,
+            self.pool.as_ref(),
+            &schedule.job,
+            started.run_id,
+        );
+        let finished = match tokio::time::timeout(schedule.timeout, work).await {
+            Ok(Ok(detail)) => started.finished(Status::Succeeded).with_detail(detail),
+            Ok(Err(e)) => {
+                let failed = started
+                    .finished(Status::Failed)
+                    .with_error(format!("{e:#}"));
+                match e.downcast_ref::<JobFailure>() {
+                    Some(failure) => failed.with_detail(failure.detail.clone()),
+                    None => failed,
+                }
+            }
+            Err(_) => started.finished(Status::TimedOut).with_reason(format!(
+                "cancelled after the timeout of {}",
+                humantime::format_duration(schedule.timeout)
+            )),
+        };
+        self.journal.record(&finished);
+        finished
+    }
+
+    /// The journal's database, when there is one.
+    pub fn pool(&self) -> Option<&PgPool> {
+        self.pool.as_ref()
+    }
+
+    /// Waits up to `timeout` for the notifications still being posted (before the process exits).
+    pub async fn settle(&self, timeout: Duration) {
+        self.notifier.settle(timeout).await;
     }
 
     fn running_here(&self, name: &str) -> Option<Uuid> {

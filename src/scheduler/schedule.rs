@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::cron::{next_fires, parse_cron};
-use super::jobs::{BackupParams, DrillParams, FetchParams, JOB_KINDS, JobSpec, PgconfParams};
+use super::jobs::{
+    BackupParams, DrillParams, FetchParams, JOB_KINDS, JobSpec, PgconfParams, PruneParams,
+};
+use super::notify::NotifySettings;
 use crate::pipeline::fetch::MAX_RESULTS;
 
 /// One schedule, checked.
@@ -34,6 +37,8 @@ pub struct Schedule {
     pub retry_backoff: Duration,
     pub jitter: Duration,
     pub run_on_start: bool,
+    /// The file's `[notify]` table: what it overrides of `userpipe.toml`'s `[notify]`.
+    pub notify: NotifySettings,
 }
 
 /// What happens when a firing comes while the previous run of the schedule is still going.
@@ -96,6 +101,8 @@ struct RawSchedule<P> {
     jitter: Duration,
     #[serde(default)]
     run_on_start: bool,
+    #[serde(default)]
+    notify: Option<Spanned<NotifySettings>>,
     #[serde(default)]
     params: Option<Spanned<P>>,
 }
@@ -167,6 +174,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
             let (raw, params, _) = read::<PgconfParams>(text).map_err(toml_error)?;
             (JobSpec::PgconfEnforce(params), raw)
         }
+        "prune-history" => {
+            let (raw, params, _) = read::<PruneParams>(text).map_err(toml_error)?;
+            (JobSpec::PruneHistory(params), raw)
+        }
         other => {
             return Err(at(
                 Some(head.job.span()),
@@ -191,9 +202,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
             )
         })?,
     };
+    let notify = match raw.notify {
+        None => NotifySettings::default(),
+        Some(table) => {
+            let span = table.span();
+            let settings = table.into_inner();
+            let url = settings
+                .url
+                .as_ref()
+                .map(|u| u.expose())
+                .unwrap_or("http://x");
+            let valid = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !valid {
+                // The URL is a secret: say what is wrong without it.
+                return Err(at(Some(span), "notify.url is not an http(s) url".into()));
+            }
+            settings
+        }
+    };
     Ok(Schedule {
         name,
         job,
+        notify,
         cron_text: raw.cron.into_inner(),
         cron,
         timezone,
@@ -231,6 +262,7 @@ fn read<P: DeserializeOwned + Default>(
         retry_backoff: raw.retry_backoff,
         jitter: raw.jitter,
         run_on_start: raw.run_on_start,
+        notify: raw.notify,
         params: None,
     };
     Ok((rest, params, span))
@@ -325,7 +357,7 @@ mod tests {
         );
         check_error(
             "job = \"fetch-user\"\ncron = \"* * * * *\"\n",
-            "schedules/test.toml:1:7: unknown job `fetch-user`: the jobs are fetch-users, base-backup, restore-drill, pgconf-enforce",
+            "schedules/test.toml:1:7: unknown job `fetch-user`: the jobs are fetch-users, base-backup, restore-drill, pgconf-enforce, prune-history",
         );
         check_error(
             "job = \"fetch-users\"\ncron = \"* * * * *\"\ncolour = 1\n",
@@ -350,6 +382,34 @@ mod tests {
         check_error(
             "job = \"fetch-users\"\ncron = [\n",
             "schedules/test.toml:2:9: ",
+        );
+    }
+
+    #[test]
+    fn a_notify_table_overrides_the_defaults_and_keeps_its_url_secret() {
+        let schedule = parse_text(
+            "job = \"base-backup\"\ncron = \"0 2 * * 6\"\n[notify]\nurl = \"https://hooks.example/T/s3cr3t\"\non = \"always\"\n",
+        )
+        .unwrap();
+        assert_eq!(schedule.notify.on, Some(crate::config::NotifyOn::Always));
+        assert_eq!(
+            schedule.notify.url.as_ref().map(|u| u.expose()),
+            Some("https://hooks.example/T/s3cr3t")
+        );
+        assert!(!format!("{schedule:?}").contains("s3cr3t"));
+        let defaults = parse_text("job = \"base-backup\"\ncron = \"0 2 * * 6\"\n").unwrap();
+        assert_eq!(defaults.notify, NotifySettings::default());
+        check_error(
+            "job = \"base-backup\"\ncron = \"0 2 * * 6\"\n[notify]\non = \"sometimes\"\n",
+            "schedules/test.toml:4:6: unknown variant `sometimes`, expected one of `failure`, `always`, `never`",
+        );
+        let error = parse_text(
+            "job = \"base-backup\"\ncron = \"0 2 * * 6\"\n[notify]\nurl = \"hooks.example/s3cr3t\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "schedules/test.toml:3:1: notify.url is not an http(s) url"
         );
     }
 

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::retention;
 use crate::config::Config;
-use crate::pg::program::{find_program, problem_lines, run_program};
+use crate::pg::program::{Line, find_program, problem_lines, run_program};
 
 /// The metadata file inside each backup folder (pg_verifybackup is told to ignore it).
 pub const METADATA_FILE: &str = "backup.json";
@@ -113,7 +113,7 @@ pub async fn verify_folder(
 ) -> anyhow::Result<Verification> {
     let mut command = tokio::process::Command::new(pg_verifybackup);
     command.arg("--ignore").arg(METADATA_FILE).arg(folder);
-    let output = run_program(command, "pg_verifybackup", timeout, |_| true).await?;
+    let output = run_program(command, "pg_verifybackup", timeout, |_| Line::Problem).await?;
     let ok = output.status.success();
     let mut problems = if ok {
         Vec::new()

@@ -19,7 +19,8 @@ use super::catalog::{
 use crate::config::Config;
 use crate::db::AdvisoryLock;
 use crate::pg::program::{
-    check_client_version, find_program, program_version, run_program, tool_connection,
+    Line, check_client_version, find_program, program_version, run_program, tool_connection,
+    verbose_line,
 };
 
 /// The account of one backup run, for the journal and the command line.
@@ -110,15 +111,18 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     if !config.backup.max_rate.is_empty() {
         command.arg(format!("--max-rate={}", config.backup.max_rate));
     }
-    if progress {
-        command.arg("--progress");
-    }
+    // On a terminal a bar shows the progress; otherwise every step goes to the log.
+    command.arg(if progress { "--progress" } else { "--verbose" });
     if let Some(password) = &password {
         command.env("PGPASSWORD", password);
     }
     let bar = progress_bar(progress);
     let output = run_program(command, "pg_basebackup", timeout, |line| {
-        show_progress(&bar, line)
+        if show_progress(&bar, line) {
+            Line::Progress
+        } else {
+            verbose_line("pg_basebackup", line)
+        }
     })
     .await;
     bar.finish_and_clear();
@@ -176,7 +180,9 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     let keep = config.backup.keep;
     let pruned = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || prune(&dir, keep)).await
+        // The span goes along, so what retention logs stays in the run's log.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| prune(&dir, keep))).await
     };
     let (pruned, prune_error) = match pruned {
         Ok(Ok(pruned)) => (pruned, None),
@@ -278,20 +284,23 @@ fn progress_bar(show: bool) -> ProgressBar {
     bar
 }
 
-/// Feeds one stderr line of `pg_basebackup --progress` to the bar; `false` for lines that are progress
-/// (not worth keeping for an error message).
+/// Feeds one stderr line of `pg_basebackup --progress` to a visible bar; `true` for lines that are
+/// progress (shown by the bar, not worth logging or keeping for an error message).
 fn show_progress(bar: &ProgressBar, line: &str) -> bool {
+    if bar.is_hidden() {
+        return false;
+    }
     if let Some((done, total)) = parse_progress(line) {
         bar.set_message("pg_basebackup");
         bar.set_length(total * 1024);
         bar.set_position(done * 1024);
-        return false;
+        return true;
     }
     if line.contains("waiting for checkpoint") {
         bar.set_message("waiting for the checkpoint");
-        return false;
+        return true;
     }
-    true
+    false
 }
 
 /// `23033/23033 kB (100%), 1/1 tablespace` -> (23033, 23033), in kB.

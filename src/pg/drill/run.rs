@@ -155,7 +155,9 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     let gap = replayed_segment
         .as_deref()
         .and_then(|replayed| archive_gap(&archived, metadata.timeline, &current_segment, replayed));
-    tokio::task::spawn_blocking(move || scratch.clean_up())
+    // The span goes along, so the server's log stays in the run's log.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| scratch.clean_up()))
         .await
         .context("the clean-up panicked")??;
     if let Some(gap) = gap {

@@ -1,12 +1,13 @@
 //! The restore drill's scratch folder and the throwaway server in it: made private (0700), run as a
-//! non-root user through `pg_ctl`, stopped and deleted however the drill ends.
+//! non-root user through `pg_ctl`, stopped and deleted however the drill ends; the server's log (its
+//! stderr) is logged line by line (`program = "postgres"`) before it goes.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Lines of the throwaway server's log put into an error.
 const LOG_TAIL: usize = 15;
@@ -176,6 +177,9 @@ impl Scratch {
                 self.pg_ctl_sync(&["-D", &data, "-m", "immediate", "-w", "-t", "60", "stop"]);
             }
             self.started = false;
+        }
+        for line in self.log().lines().filter(|l| !l.trim().is_empty()) {
+            info!(message = line, program = "postgres");
         }
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),

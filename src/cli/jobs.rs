@@ -1,0 +1,167 @@
+//! The `jobs` commands: list recent runs, show one run's attempts, print (and follow) a run's log, and
+//! run a schedule now. What they print is in [`super::output`].
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::args::{JobsCommand, JobsList};
+use super::exit::{Outcome, success_if};
+use super::output;
+use crate::config::Config;
+use crate::db;
+use crate::pipeline::topics;
+use crate::scheduler::journal::{self, Journal, RunFilter, Status, Trigger};
+use crate::scheduler::{self, runlog};
+
+/// How often `jobs logs --follow` asks for new lines.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// Lines read per query.
+const PAGE: i64 = 5000;
+
+/// `jobs [list flags] | show | logs | run`.
+pub async fn run(
+    config: &Config,
+    command: Option<JobsCommand>,
+    list: &JobsList,
+) -> anyhow::Result<Outcome> {
+    match command {
+        None => list_runs(config, list).await,
+        Some(JobsCommand::Show { run_id, json }) => show(config, run_id, json).await,
+        Some(JobsCommand::Logs {
+            run_id,
+            follow,
+            json,
+        }) => logs(config, run_id, follow, json).await,
+        Some(JobsCommand::Run { schedule }) => run_now(config, &schedule).await,
+    }
+}
+
+async fn list_runs(config: &Config, list: &JobsList) -> anyhow::Result<Outcome> {
+    let since = match &list.since {
+        None => None,
+        Some(text) => Some(parse_since(text, Utc::now())?),
+    };
+    let filter = RunFilter {
+        schedule: list.schedule.clone(),
+        status: list.status,
+        since,
+        limit: list.limit,
+    };
+    let pool = db::connect(config.database.url.expose(), 1).await?;
+    let records = journal::list(&pool, &filter).await?;
+    if list.json {
+        for record in &records {
+            println!("{}", serde_json::to_string(record)?);
+        }
+    } else {
+        print!("{}", output::runs_table(&records));
+    }
+    Ok(Outcome::Success)
+}
+
+async fn show(config: &Config, run_id: Uuid, json: bool) -> anyhow::Result<Outcome> {
+    let pool = db::connect(config.database.url.expose(), 1).await?;
+    let records = journal::show(&pool, run_id).await?;
+    if records.is_empty() {
+        anyhow::bail!("no job run {run_id}");
+    }
+    for record in &records {
+        if json {
+            println!("{}", serde_json::to_string(record)?);
+        } else {
+            print!("{}", output::describe_run(record));
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// `jobs logs`: the run's kept lines; with `follow`, new ones as they come until the run is over.
+async fn logs(config: &Config, run_id: Uuid, follow: bool, json: bool) -> anyhow::Result<Outcome> {
+    let pool = db::connect(config.database.url.expose(), 1).await?;
+    let mut after = 0;
+    loop {
+        // The run's state before its lines: the journal writes a run's lines before the record that
+        // ends it, so once it is over, the lines read next are the last.
+        let attempts = journal::show(&pool, run_id).await?;
+        let over = journal::run_over(&attempts);
+        let lines = runlog::read(&pool, run_id, after, PAGE).await?;
+        if after == 0 && attempts.is_empty() && lines.is_empty() {
+            anyhow::bail!("no job run {run_id}");
+        }
+        let full_page = lines.len() as i64 == PAGE;
+        for entry in runlog::entries(after, lines) {
+            after = entry.line.seq;
+            if json {
+                println!("{}", serde_json::to_string(&entry)?);
+            } else {
+                print!("{}", output::log_entry(&entry));
+            }
+        }
+        if full_page {
+            continue;
+        }
+        if !follow || over {
+            return Ok(Outcome::Success);
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+/// `--since`: a duration back from `now`, or an RFC 3339 time.
+fn parse_since(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(duration) = humantime::parse_duration(text) {
+        return Ok(now - chrono::Duration::from_std(duration)?);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .with_context(|| {
+            format!("--since {text:?} is neither a duration (2h, 3d) nor an RFC 3339 time")
+        })
+}
+
+/// `jobs run`: one run of a schedule in this process, recorded, logged and notified like any other; it
+/// fails unless the run succeeded.
+async fn run_now(config: &Config, name: &str) -> anyhow::Result<Outcome> {
+    let schedule = scheduler::find(&config.scheduler.dir, name)?;
+    topics::ensure(config, &config.topics).await?;
+    let pool = db::lazy_pool(config.database.url.expose(), 2)?;
+    let shutdown = CancellationToken::new();
+    let (journal, writer) = Journal::start(Some(pool.clone()), shutdown.clone());
+    let runner = scheduler::Runner::new(config.clone(), Some(pool), journal)?;
+    let status = runner.fire(&schedule, Trigger::Manual, None).await;
+    // Its notification may still be on its way: three attempts within their timeouts.
+    runner
+        .settle(config.notify.timeout * 3 + Duration::from_secs(5))
+        .await;
+    drop(runner);
+    shutdown.cancel();
+    if let Some(writer) = writer {
+        writer.await.context("the journal writer panicked")?;
+    }
+    Ok(success_if(status == Some(Status::Succeeded)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_duration_or_a_time() {
+        let now: DateTime<Utc> = "2026-01-02T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_since("2h", now).unwrap().to_rfc3339(),
+            "2026-01-02T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-01-01T00:00:00Z", now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-01T00:00:00+00:00"
+        );
+        assert!(parse_since("yesterday", now).is_err());
+    }
+}
