@@ -22,9 +22,11 @@ use uuid::Uuid;
 use super::runlog::LogLine;
 
 /// The name of the span around a whole run; its `run_id` field names the run.
-pub const RUN_SPAN: &str = "run";
+pub const RUN_SPAN: &str = "job_run";
 /// The name of the span around one attempt; its `attempt` field is the attempt's number.
 pub const ATTEMPT_SPAN: &str = "attempt";
+/// Where the two spans come from: a span of another module with the same name is none of them.
+const SPAN_TARGET: &str = "userpipe::scheduler";
 
 /// Where one run's lines go, and the number of its next line.
 struct RunSink {
@@ -82,16 +84,19 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let name = attrs.metadata().name();
-        if name != RUN_SPAN && name != ATTEMPT_SPAN {
+        let (name, target) = (attrs.metadata().name(), attrs.metadata().target());
+        if (name != RUN_SPAN && name != ATTEMPT_SPAN) || !target.starts_with(SPAN_TARGET) {
             return;
         }
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         let mark = if name == RUN_SPAN {
-            let run_id = fields.fields.get("run_id").and_then(Value::as_str);
+            let Some(run_id) = fields.fields.get("run_id").and_then(Value::as_str) else {
+                return;
+            };
             let sink = run_id
-                .and_then(|id| id.parse::<Uuid>().ok())
+                .parse::<Uuid>()
+                .ok()
                 .and_then(|id| attached().get(&id).cloned());
             sink.map_or(Mark::Unkept, Mark::Run)
         } else {
@@ -209,7 +214,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let attached = attach(run_id, tx);
             info!(message = "outside any run");
-            let run = info_span!("run", run_id = %run_id);
+            let run = info_span!("job_run", run_id = %run_id);
             let _run = run.enter();
             info!(message = "before the first attempt");
             for attempt in 1..=2 {
@@ -221,7 +226,7 @@ mod tests {
                     code = 28
                 );
             }
-            info_span!("run", run_id = %other).in_scope(|| info!("a run not attached"));
+            info_span!("job_run", run_id = %other).in_scope(|| info!("a run not attached"));
             drop(attached);
         });
         let mut lines = Vec::new();

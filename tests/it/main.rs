@@ -8,6 +8,7 @@ mod http;
 mod old_scripts;
 mod pg;
 mod pipeline;
+mod runs;
 mod scheduler;
 mod smoke;
 mod support;

@@ -173,6 +173,21 @@ impl TestDb {
     }
 }
 
+/// Keeps each job run's log in the journal, as `userpipe` does: installs the capture layer (with the
+/// process's default filter) as this test binary's subscriber, once.
+pub fn capture_run_logs() {
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new(
+                userpipe::cli::process::DEFAULT_LOG_FILTER,
+            ))
+            .with(userpipe::scheduler::CaptureLayer);
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+    });
+}
+
 /// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
