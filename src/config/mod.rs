@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 /// Environment variables that override keys of the file, in the order they are applied.
-pub const ENV_OVERRIDES: [(&str, &str); 11] = [
+pub const ENV_OVERRIDES: [(&str, &str); 12] = [
     ("USERPIPE_KAFKA_BROKERS", "kafka.brokers"),
     ("USERPIPE_KAFKA_COMPRESSION", "kafka.compression"),
     ("DATABASE_URL", "database.url"),

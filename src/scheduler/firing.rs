@@ -100,7 +100,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
     let runner = Runner::new(config.clone(), pool, journal)?;
-    let result = run(&config.scheduler.dir, runner.clone(), shutdown, Clock::system()).await;
+    let result = run(
+        &config.scheduler.dir,
+        runner.clone(),
+        shutdown,
+        Clock::system(),
+    )
+    .await;
     // Messages of the last runs get a moment; the journal writer has its own grace.
     runner.settle(Duration::from_secs(1)).await;
     drop(runner);

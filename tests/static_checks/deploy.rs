@@ -1214,3 +1214,26 @@ fn dockerfile_instructions_are_read_as_docker_reads_them() {
     assert_eq!(dockerfile.resolve(&dockerfile.last("USER").unwrap()), "7:7");
     assert_eq!(dockerfile.exec_form("HEALTHCHECK"), ["p", "health"]);
 }
+
+#[test]
+fn the_demo_shows_the_release_builds_progress() {
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
+        .expect("read scripts/demo");
+    let builds: Vec<Vec<String>> = demo
+        .lines()
+        .filter(|line| line.trim_start().starts_with("cargo "))
+        .map(shell_words)
+        .filter(|words| words.starts_with(&["cargo".to_owned(), "build".to_owned()]))
+        .collect();
+    assert_eq!(
+        builds.len(),
+        1,
+        "one cargo build in scripts/demo: {builds:?}"
+    );
+    let build = &builds[0];
+    assert!(build.contains(&"--release".to_owned()), "{build:?}");
+    assert!(
+        !build.iter().any(|w| w == "--quiet" || w == "-q"),
+        "a new user would sit through minutes of silence: {build:?}"
+    );
+}

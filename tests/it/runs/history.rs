@@ -4,7 +4,7 @@
 use chrono::{Duration, Utc};
 use userpipe::scheduler::journal::{self, RunRecord, Status, Trigger};
 use userpipe::scheduler::runlog::{self, LogLine};
-use userpipe::scheduler::{self, guards};
+use userpipe::scheduler::{self, guards::Guards};
 use uuid::Uuid;
 
 use super::*;
@@ -31,7 +31,8 @@ async fn old_run(pool: &PgPool, schedule: &str, age_days: i64, attempts: i32, st
         journal::upsert(pool, &record).await.unwrap();
     }
     log_line(pool, run_id, started).await;
-    guards::claim_firing(pool, schedule, started, run_id, "test")
+    Guards::new(pool)
+        .claim_firing(schedule, started, run_id, "test")
         .await
         .unwrap();
 }
@@ -84,13 +85,15 @@ async fn pruning_deletes_old_runs_but_keeps_each_schedules_newest_and_is_journal
     // A log line and a firing claim of a run whose record never reached the table.
     let lost = Uuid::new_v4();
     log_line(pool, lost, Utc::now() - Duration::days(100)).await;
-    guards::claim_firing(pool, "busy", Utc::now() - Duration::days(300), lost, "test")
+    Guards::new(pool)
+        .claim_firing("busy", Utc::now() - Duration::days(300), lost, "test")
         .await
         .unwrap();
 
     // The run still going holds its schedule's lock, as a live run does (else the journal would mark it
     // abandoned when it starts).
-    let going = guards::try_lock(pool, "busy", true)
+    let going = Guards::new(pool)
+        .try_lock("busy", true)
         .await
         .unwrap()
         .expect("the lock");

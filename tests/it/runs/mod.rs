@@ -90,7 +90,13 @@ async fn serve_http(config: &Config, pool: &PgPool) -> (String, CancellationToke
         backup_dir: config.backup.dir.clone(),
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(userpipe::http::serve(listener, state, shutdown.clone()));
+    let limits = userpipe::http::Limits::from(&config.http);
+    tokio::spawn(userpipe::http::serve(
+        listener,
+        state,
+        limits,
+        shutdown.clone(),
+    ));
     (base, shutdown)
 }
 
