@@ -428,6 +428,24 @@ mod tests {
     }
 
     #[test]
+    fn names_follow_prometheus_conventions() {
+        for name in METRICS.sample_names() {
+            assert!(name.starts_with("userpipe_"), "{name}");
+            assert!(
+                !["_ms", "_millis", "_minutes", "_hours", "_kb", "_mb"]
+                    .iter()
+                    .any(|unit| name.contains(unit)),
+                "{name} is not in base units"
+            );
+            assert!(name.matches("_total").count() <= 1, "{name}");
+            assert!(
+                !name.contains("_total") || name.ends_with("_total"),
+                "{name}: only counters end in _total"
+            );
+        }
+    }
+
+    #[test]
     fn every_rendered_sample_has_its_name_listed() {
         let metrics = Metrics::new();
         metrics.stage("s").consumed.inc();
