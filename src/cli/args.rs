@@ -164,8 +164,14 @@ pub enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PgconfCommand {
-    /// Compare with the server; exit 0 when in force, 3 on drift, 4 when a restart is needed
-    Check,
+    /// Compare with the server; exit 0 when in force, 3 on drift, 4 when a restart is needed (1 when the
+    /// archive check fails and the settings are in force)
+    Check {
+        /// Also force a WAL switch and wait (backup.archive_wait) until the segment is in
+        /// backup.wal_archive
+        #[arg(long)]
+        archive: bool,
+    },
     /// Show the settings that differ, server first
     Diff,
     /// Write the differences with ALTER SYSTEM and reload; exit 4 when a restart is still needed
@@ -184,8 +190,16 @@ pub enum BackupCommand {
     },
     /// Check a backup again with pg_verifybackup; exit 1 when it fails
     Verify { id: String },
-    /// Delete what retention chooses: all but the newest backup.keep verified backups
-    Prune,
+    /// Delete what retention chooses (all but the newest backup.keep verified backups), then the archived
+    /// WAL no kept backup needs
+    Prune {
+        /// Only list what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check that the WAL archive holds every segment from the oldest backup's start to the newest
+    /// archived one; exit 1 naming the first missing segment
+    Check,
     /// Restore a backup (default: the newest verified) into a throwaway server from the WAL archive
     RestoreTest { id: Option<String> },
 }

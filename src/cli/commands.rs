@@ -103,10 +103,19 @@ async fn pgconf(config: &Config, command: PgconfCommand) -> anyhow::Result<Outco
     let file = conf::DesiredFile::load(&config.pgconf.file)?;
     let mut conn = db::connect_one(config.database.url.expose()).await?;
     let outcome = match command {
-        PgconfCommand::Check => {
+        PgconfCommand::Check { archive } => {
             let comparisons = conf::check(&mut conn, &file).await?;
             print!("{}", conf::render_check(&file.path, &comparisons));
-            conf::Outcome::of(&comparisons)
+            let outcome = conf::Outcome::of(&comparisons);
+            if archive {
+                let (folder, wait) = (&config.backup.wal_archive, config.backup.archive_wait);
+                let check = conf::check_archive(&mut conn, folder, wait).await?;
+                print!("{}", output::archive_check(&check, folder));
+                if check.problem.is_some() && outcome == conf::Outcome::InForce {
+                    return Ok(Outcome::Failed);
+                }
+            }
+            outcome
         }
         PgconfCommand::Diff => {
             let comparisons = conf::check(&mut conn, &file).await?;
@@ -155,13 +164,16 @@ async fn backups(config: &Config, command: BackupCommand) -> anyhow::Result<Outc
             }
             println!("backup {id} verified");
         }
-        BackupCommand::Prune => {
-            let pruned = backup::prune(&config.backup.dir, config.backup.keep)?;
-            if pruned.is_empty() {
-                println!("nothing to delete (keep {})", config.backup.keep);
-            } else {
-                println!("deleted {}", pruned.join(", "));
-            }
+        BackupCommand::Prune { dry_run } => {
+            let (dir, archive) = (&config.backup.dir, &config.backup.wal_archive);
+            let pruned = backup::prune(dir, archive, config.backup.keep, dry_run)?;
+            print!("{}", output::prune_report(&pruned, config.backup.keep));
+        }
+        BackupCommand::Check => {
+            let (dir, archive) = (&config.backup.dir, &config.backup.wal_archive);
+            let coverage = backup::check_archive(dir, archive)?;
+            print!("{}", output::archive_coverage(coverage.as_ref(), archive));
+            return Ok(success_if(coverage.is_none_or(|c| c.problem().is_none())));
         }
         BackupCommand::RestoreTest { id } => {
             let report = until_signal(drill::run(config, id.as_deref())).await?;

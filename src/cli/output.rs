@@ -7,7 +7,9 @@ use bytesize::ByteSize;
 use comfy_table::Table;
 use comfy_table::presets::NOTHING;
 
-use crate::pg::backup::{BackupReport, Listed};
+use crate::pg::archive::Coverage;
+use crate::pg::backup::{BackupReport, Listed, Pruned};
+use crate::pg::conf::ArchiveCheck;
 use crate::pg::drill::DrillReport;
 use crate::pipeline::fetch::FetchReport;
 use crate::scheduler::journal::RunRecord;
@@ -199,7 +201,84 @@ pub fn backup_report(report: &BackupReport) -> String {
     if !report.pruned.is_empty() {
         text.push_str(&format!("retention deleted {}\n", report.pruned.join(", ")));
     }
+    if report.wal_removed > 0 {
+        text.push_str(&format!(
+            "expired {} archived WAL file(s), {}\n",
+            report.wal_removed,
+            ByteSize(report.wal_bytes_freed).display().iec()
+        ));
+    }
+    if let Some(problem) = &report.archive_problem {
+        text.push_str(&format!("WAL ARCHIVE: {problem}\n"));
+    }
     text
+}
+
+/// `backup prune [--dry-run]`: the backups and archived WAL deleted, or that would be.
+pub fn prune_report(pruned: &Pruned, keep: usize) -> String {
+    let (deleted, expired) = if pruned.wal.dry_run {
+        ("would delete", "would expire")
+    } else {
+        ("deleted", "expired")
+    };
+    let mut text = if pruned.deleted.is_empty() {
+        format!("no backup to delete (keep {keep})\n")
+    } else {
+        format!(
+            "{deleted} backup(s) {} (keep {keep})\n",
+            pruned.deleted.join(", ")
+        )
+    };
+    let wal = &pruned.wal;
+    match (&wal.skipped, &wal.kept_from) {
+        (Some(why), _) => text.push_str(&format!("no archived WAL expired: {why}\n")),
+        (None, Some(from)) if wal.removed.is_empty() => {
+            text.push_str(&format!("no archived WAL before {from} to expire\n"))
+        }
+        (None, from) => {
+            text.push_str(&format!(
+                "{expired} {} archived WAL file(s) before {}, {}{}\n",
+                wal.removed.len(),
+                from.as_deref().unwrap_or("?"),
+                ByteSize(wal.bytes_freed).display().iec(),
+                if wal.dry_run { ":" } else { "" }
+            ));
+            if wal.dry_run {
+                for name in &wal.removed {
+                    text.push_str(&format!("  {name}\n"));
+                }
+            }
+        }
+    }
+    text
+}
+
+/// `backup check`: whether the archive is complete from the oldest backup's start.
+pub fn archive_coverage(coverage: Option<&Coverage>, archive: &std::path::Path) -> String {
+    match coverage {
+        None => "no backup: nothing to check the archive against\n".into(),
+        Some(Coverage::Complete { from, to, segments }) => format!(
+            "the archive {} holds every segment from {from} to {to} ({segments} segments)\n",
+            archive.display()
+        ),
+        Some(other) => format!(
+            "WAL ARCHIVE INCOMPLETE: {}\n",
+            other.problem().unwrap_or_default()
+        ),
+    }
+}
+
+/// `pgconf check --archive`: where the forced segment went.
+pub fn archive_check(check: &ArchiveCheck, archive: &std::path::Path) -> String {
+    match (&check.problem, &check.segment) {
+        (None, segment) => format!(
+            "archive check: {} reached {} in {}\n",
+            segment.as_deref().unwrap_or("the segment"),
+            archive.display(),
+            duration(check.waited_ms as i64)
+        ),
+        (Some(problem), _) => format!("archive check FAILED: {problem}\n"),
+    }
 }
 
 /// `backup restore-test`: what the drill found.

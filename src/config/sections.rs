@@ -35,6 +35,10 @@ pub struct BackupConfig {
     /// The most pg_basebackup reads from the server per second (its `--max-rate`: kB/s, or with a `k` or
     /// `M` suffix; 32k to 1024M), to spare the server's disk; empty: no limit.
     pub max_rate: String,
+    /// How long a base backup waits for its last WAL segment to reach `wal_archive`, and how long
+    /// `pgconf check --archive` waits for the segment it switched away from.
+    #[serde(with = "humantime_serde")]
+    pub archive_wait: Duration,
 }
 
 impl Default for BackupConfig {
@@ -48,6 +52,7 @@ impl Default for BackupConfig {
             drill_user: "postgres".into(),
             timeout: Duration::from_secs(2 * 3600),
             max_rate: String::new(),
+            archive_wait: Duration::from_secs(60),
         }
     }
 }

@@ -92,11 +92,17 @@ pub struct PgconfParams {
     /// Write drifting settings with ALTER SYSTEM and reload (true), or only check and report (false).
     #[serde(default = "yes")]
     pub apply: bool,
+    /// Also force a WAL switch and wait until the segment is in `backup.wal_archive`.
+    #[serde(default)]
+    pub archive_check: bool,
 }
 
 impl Default for PgconfParams {
     fn default() -> Self {
-        Self { apply: true }
+        Self {
+            apply: true,
+            archive_check: false,
+        }
     }
 }
 
@@ -144,14 +150,23 @@ pub async fn execute(
                 config.backup.keep = keep;
             }
             let report = backup::run(&config, false).await?;
-            Ok(serde_json::to_value(report)?)
+            let detail = serde_json::to_value(&report)?;
+            // The backup is kept, but the archive it is restored with is not complete: the run failed.
+            match &report.archive_problem {
+                None => Ok(detail),
+                Some(problem) => Err(JobFailure {
+                    message: problem.clone(),
+                    detail,
+                }
+                .into()),
+            }
         }
         JobSpec::RestoreDrill(_) => {
             let report = drill::run(config, None).await?;
             Ok(serde_json::to_value(report)?)
         }
         JobSpec::PgconfEnforce(params) => {
-            let report = conf::enforce(config, params.apply).await?;
+            let report = conf::enforce(config, params.apply, params.archive_check).await?;
             let detail = serde_json::to_value(&report)?;
             // Settings not in force, or archiving that fails or lags: the job did not do its work.
             if report.problems.is_empty() {

@@ -430,11 +430,19 @@ mod tests {
         );
         assert_eq!(
             job("job = \"pgconf-enforce\"\ncron = \"*/5 * * * *\"\n"),
-            JobSpec::PgconfEnforce(PgconfParams { apply: true })
+            JobSpec::PgconfEnforce(PgconfParams {
+                apply: true,
+                archive_check: false
+            })
         );
         assert_eq!(
-            job("job = \"pgconf-enforce\"\ncron = \"*/5 * * * *\"\n[params]\napply = false\n"),
-            JobSpec::PgconfEnforce(PgconfParams { apply: false })
+            job(
+                "job = \"pgconf-enforce\"\ncron = \"*/5 * * * *\"\n[params]\napply = false\narchive_check = true\n"
+            ),
+            JobSpec::PgconfEnforce(PgconfParams {
+                apply: false,
+                archive_check: true
+            })
         );
         check_error(
             "job = \"base-backup\"\ncron = \"0 2 * * 6\"\n[params]\nkeep = 0\n",

@@ -6,7 +6,8 @@
 #   userpipe  not a superuser: owns POSTGRES_DB (its migrations create random_users and the job journal
 #             there), REPLICATION for pg_basebackup, and for `userpipe pgconf`: ALTER SYSTEM on exactly
 #             the settings pgconf/archiving.conf names, pg_reload_conf(), pg_file_settings, and
-#             pg_ls_archive_statusdir() (WAL waiting to be archived); no membership in any other role
+#             pg_ls_archive_statusdir() (WAL waiting to be archived); for `pgconf check --archive`:
+#             pg_create_restore_point() and pg_switch_wal(); no membership in any other role
 #   nocodb    owns the `nocodb` database (NocoDB's own metadata); in POSTGRES_DB it may connect and read
 #             random_users, nothing else
 #
@@ -73,6 +74,9 @@ GRANT EXECUTE ON FUNCTION pg_catalog.pg_reload_conf() TO userpipe;
 GRANT SELECT ON pg_catalog.pg_file_settings TO userpipe;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_all_file_settings() TO userpipe;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_archive_statusdir() TO userpipe;
+-- The archive check (`pgconf check --archive`, pgconf-enforce's archive_check): a restore point, a WAL switch.
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_create_restore_point(text) TO userpipe;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_switch_wal() TO userpipe;
 
 -- NocoDB reads random_users, which userpipe's first migration creates after this script has run: an event
 -- trigger grants SELECT on it whenever a table of that name is created (and only that table). It runs as

@@ -12,6 +12,8 @@ use tracing::{info, warn};
 
 use super::retention;
 use crate::config::Config;
+use crate::pg::archive::expire::oldest_start;
+use crate::pg::archive::{Coverage, Expiry, KeptBackup, expire, gaps};
 use crate::pg::program::{Line, find_program, problem_lines, run_program};
 
 /// The metadata file inside each backup folder (pg_verifybackup is told to ignore it).
@@ -215,31 +217,68 @@ pub fn list(dir: &Path) -> anyhow::Result<Vec<Listed>> {
     Ok(listed)
 }
 
-/// Applies retention to `dir`: deletes what [`retention::to_delete`] chooses among the complete backups.
-/// Each is first renamed to a hidden `.<id>.deleting`, so a crash mid-way never leaves a half-deleted
-/// folder that looks like a backup. Returns the deleted ids.
-pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
-    let candidates: Vec<retention::Candidate> = list(dir)?
-        .into_iter()
+/// What [`prune`] did, or in a dry run would do.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pruned {
+    /// Backups deleted by retention, oldest first.
+    pub deleted: Vec<String>,
+    /// Archived WAL that no kept backup needs, expired afterwards.
+    pub wal: Expiry,
+}
+
+/// Applies retention to `dir`, then expires the WAL in `archive` that no kept backup needs. A backup is
+/// first renamed to a hidden `.<id>.deleting`, so a crash mid-way never leaves a half-deleted folder that
+/// looks like a backup. A dry run deletes nothing and says what would go.
+pub fn prune(dir: &Path, archive: &Path, keep: usize, dry_run: bool) -> anyhow::Result<Pruned> {
+    let listed = list(dir)?;
+    let candidates: Vec<retention::Candidate> = listed
+        .iter()
         .filter_map(|l| {
-            l.metadata.map(|m| retention::Candidate {
-                id: l.id,
+            l.metadata.as_ref().map(|m| retention::Candidate {
+                id: l.id.clone(),
                 started_at: m.started_at,
                 verified: m.verification.ok,
             })
         })
         .collect();
-    let doomed = retention::to_delete(&candidates, keep);
-    for id in &doomed {
-        let trash = dir.join(format!(".{id}.deleting"));
-        std::fs::rename(dir.join(id), &trash)
-            .with_context(|| format!("cannot move backup {id} out of the way"))?;
-        sync_folder(dir);
-        std::fs::remove_dir_all(&trash)
-            .with_context(|| format!("cannot delete {}", trash.display()))?;
-        info!(message = "backup deleted by retention", id = %id, keep);
+    let deleted = retention::to_delete(&candidates, keep);
+    if !dry_run {
+        for id in &deleted {
+            let trash = dir.join(format!(".{id}.deleting"));
+            std::fs::rename(dir.join(id), &trash)
+                .with_context(|| format!("cannot move backup {id} out of the way"))?;
+            sync_folder(dir);
+            std::fs::remove_dir_all(&trash)
+                .with_context(|| format!("cannot delete {}", trash.display()))?;
+            info!(message = "backup deleted by retention", id = %id, keep);
+        }
     }
-    Ok(doomed)
+    let wal = expire(archive, &kept_backups(&listed, &deleted), dry_run)?;
+    Ok(Pruned { deleted, wal })
+}
+
+/// The complete backups of `listed` but those in `deleted`, as WAL expiry and the gap check see them. A
+/// backup whose `backup.json` cannot be read names no first segment, so nothing is expired for it.
+pub fn kept_backups(listed: &[Listed], deleted: &[String]) -> Vec<KeptBackup> {
+    listed
+        .iter()
+        .filter(|l| !l.id.ends_with(PARTIAL_SUFFIX) && !deleted.contains(&l.id))
+        .map(|l| KeptBackup {
+            id: l.id.clone(),
+            verified: l.metadata.as_ref().is_some_and(|m| m.verification.ok),
+            start_wal: l.metadata.as_ref().and_then(|m| m.start_wal.clone()),
+        })
+        .collect()
+}
+
+/// `backup check`: whether `archive` holds every segment from the oldest backup's first one to the newest
+/// archived one. `None` when there is no backup.
+pub fn check_archive(dir: &Path, archive: &Path) -> anyhow::Result<Option<Coverage>> {
+    let kept = kept_backups(&list(dir)?, &[]);
+    let Some(from) = oldest_start(&kept).map_err(|e| anyhow::anyhow!("{e}"))? else {
+        return Ok(None);
+    };
+    Ok(Some(gaps::check(archive, &from)?))
 }
 
 #[cfg(test)]

@@ -14,10 +14,12 @@ use sqlx::Connection;
 use tracing::{error, info, warn};
 
 use super::catalog::{
-    Metadata, PARTIAL_SUFFIX, new_id, prune, sync_folder, verify_folder, write_metadata,
+    Metadata, PARTIAL_SUFFIX, Pruned, new_id, prune, sync_folder, verify_folder, write_metadata,
 };
 use crate::config::Config;
 use crate::db::AdvisoryLock;
+use crate::pg::archive::gaps;
+use crate::pg::conf::await_archived;
 use crate::pg::program::{
     Line, check_client_version, find_program, program_version, run_program, tool_connection,
     verbose_line,
@@ -37,8 +39,15 @@ pub struct BackupReport {
     pub verified: bool,
     /// Backups that retention deleted afterwards.
     pub pruned: Vec<String>,
-    /// Why retention could not run (the backup itself is good).
+    /// Archived WAL files that no kept backup needs any more, removed afterwards, and their bytes.
+    pub wal_removed: usize,
+    pub wal_bytes_freed: u64,
+    /// Why retention or WAL expiry could not run (the backup itself is good).
     pub prune_error: Option<String>,
+    /// What is wrong with the WAL archive this backup is restored with: its last segment did not reach
+    /// the archive, or the archive has a gap since the oldest kept backup. `None` when it is complete, or
+    /// the server does not archive.
+    pub archive_problem: Option<String>,
 }
 
 /// Takes one base backup of the server at `database.url` into `backup.dir`, verifies it, makes it
@@ -51,10 +60,12 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     let timeout = config.backup.timeout;
 
     let mut conn = crate::db::connect_one(url).await?;
-    let (server_version, server_version_num, tablespaces): (String, i32, i64) = sqlx::query_as(
-        "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
-         (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))",
-    )
+    let (server_version, server_version_num, tablespaces, archiving): (String, i32, i64, bool) =
+        sqlx::query_as(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
+             (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')), \
+             current_setting('archive_mode') <> 'off' AND NOT pg_is_in_recovery()",
+        )
     .fetch_one(&mut conn)
     .await
     .context("cannot read the server's version")?;
@@ -174,24 +185,49 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
         .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
     guard.disarm();
     sync_folder(&dir);
-    conn.close().await.ok();
     info!(message = "base backup verified and kept", id = %id, bytes, start_lsn = %start_lsn, end_lsn = %end_lsn);
+    // The archive must hold the backup's WAL for a restore from the archive: wait for its last segment.
+    let mut archive_problem = None;
+    if archiving {
+        let last: String = sqlx::query_scalar("SELECT pg_walfile_name($1::text::pg_lsn)")
+            .bind(&end_lsn)
+            .fetch_one(&mut conn)
+            .await
+            .context("cannot name the backup's last WAL segment")?;
+        let archive = &config.backup.wal_archive;
+        let arrived = await_archived(&mut conn, archive, &last, config.backup.archive_wait).await?;
+        archive_problem = arrived.problem;
+    }
+    conn.close().await.ok();
 
-    let keep = config.backup.keep;
+    let (keep, archive) = (config.backup.keep, config.backup.wal_archive.clone());
     let pruned = {
-        let dir = dir.clone();
-        // The span goes along, so what retention logs stays in the run's log.
+        let (dir, archive) = (dir.clone(), archive.clone());
+        // The span goes along, so what retention and expiry log stays in the run's log.
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| prune(&dir, keep))).await
+        tokio::task::spawn_blocking(move || span.in_scope(|| prune(&dir, &archive, keep, false)))
+            .await
     };
     let (pruned, prune_error) = match pruned {
         Ok(Ok(pruned)) => (pruned, None),
         Ok(Err(e)) => {
             warn!(message = "retention failed; the new backup is kept", error = %format!("{e:#}"));
-            (Vec::new(), Some(format!("{e:#}")))
+            (Pruned::default(), Some(format!("{e:#}")))
         }
-        Err(e) => (Vec::new(), Some(format!("retention panicked: {e}"))),
+        Err(e) => (Pruned::default(), Some(format!("retention panicked: {e}"))),
     };
+    if archiving
+        && archive_problem.is_none()
+        && let Some(from) = &pruned.wal.kept_from
+    {
+        archive_problem = match gaps::check(&archive, from) {
+            Ok(coverage) => coverage.problem(),
+            Err(e) => Some(format!("{e:#}")),
+        };
+    }
+    if let Some(problem) = &archive_problem {
+        warn!(message = "the WAL archive is not complete", problem = %problem);
+    }
     Ok(BackupReport {
         id,
         path,
@@ -202,8 +238,11 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
         start_lsn,
         end_lsn,
         verified: true,
-        pruned,
+        wal_removed: pruned.wal.removed.len(),
+        wal_bytes_freed: pruned.wal.bytes_freed,
+        pruned: pruned.deleted,
         prune_error,
+        archive_problem,
     })
 }
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use sqlx::Connection;
 
+use super::archive_check::{ArchiveCheck, check_archive};
 use super::archiver::{ArchiverStats, archiver, archiving_problem};
 use super::compare::{State, names_in};
 use super::file::DesiredFile;
@@ -19,13 +20,21 @@ pub struct EnforceReport {
     pub drift: Vec<String>,
     pub applied: Vec<String>,
     pub archiver: ArchiverStats,
+    /// The archive check, when the schedule asks for it (`archive_check = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_check: Option<ArchiveCheck>,
     /// What is not right: settings not in force, or archiving that fails or lags. Empty when all is well.
     #[serde(skip)]
     pub problems: Vec<String>,
 }
 
-/// Compares, applies when `apply_changes` (and something drifts), and reads the archiver.
-pub async fn enforce(config: &Config, apply_changes: bool) -> anyhow::Result<EnforceReport> {
+/// Compares, applies when `apply_changes` (and something drifts), reads the archiver, and with
+/// `archive_check` forces a WAL switch and waits for the segment in the archive.
+pub async fn enforce(
+    config: &Config,
+    apply_changes: bool,
+    archive_check: bool,
+) -> anyhow::Result<EnforceReport> {
     let file = DesiredFile::load(&config.pgconf.file)?;
     let mut conn = crate::db::connect_one(config.database.url.expose()).await?;
     let (altered, comparisons) = if apply_changes {
@@ -35,6 +44,12 @@ pub async fn enforce(config: &Config, apply_changes: bool) -> anyhow::Result<Enf
         (Vec::new(), check(&mut conn, &file).await?)
     };
     let stats = archiver(&mut conn).await?;
+    let archive_check = if archive_check {
+        let wait = config.backup.archive_wait;
+        Some(check_archive(&mut conn, &config.backup.wal_archive, wait).await?)
+    } else {
+        None
+    };
     conn.close().await.ok();
     let drift = names_in(&comparisons, State::Drift);
     let restart = names_in(&comparisons, State::RestartNeeded);
@@ -56,6 +71,9 @@ pub async fn enforce(config: &Config, apply_changes: bool) -> anyhow::Result<Enf
     if let Some(problem) = archiving_problem(&stats) {
         problems.push(problem);
     }
+    if let Some(problem) = archive_check.as_ref().and_then(|c| c.problem.clone()) {
+        problems.push(format!("archive check: {problem}"));
+    }
     Ok(EnforceReport {
         file: file.path,
         in_force: names_in(&comparisons, State::InForce),
@@ -63,6 +81,7 @@ pub async fn enforce(config: &Config, apply_changes: bool) -> anyhow::Result<Enf
         drift,
         applied: altered,
         archiver: stats,
+        archive_check,
         problems,
     })
 }

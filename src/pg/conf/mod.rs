@@ -6,8 +6,10 @@
 //! - [`file`]: the desired file, parsed. [`value`]: values normalised. [`compare`]: desired next to live.
 //!   [`render`]: what the commands print. [`archiver`]: the archiver's health. All pure but the reads.
 //! - [`server`]: reading the server's settings and applying the desired ones.
+//! - [`archive_check`]: a forced WAL switch followed until the segment is in the archive.
 //! - [`enforce`]: the `pgconf-enforce` job's work and report.
 
+pub mod archive_check;
 pub mod archiver;
 pub mod compare;
 pub mod enforce;
@@ -16,6 +18,7 @@ pub mod render;
 pub mod server;
 pub mod value;
 
+pub use archive_check::{ArchiveCheck, await_archived, check_archive};
 pub use archiver::{ArchiverStats, archiver, archiving_problem};
 pub use compare::{Comparison, Live, Outcome, State, compare};
 pub use enforce::{EnforceReport, enforce};

@@ -123,7 +123,12 @@ async fn retention_keeps_the_newest_verified_backups_and_never_the_last_verified
     // (newer, kept for a look).
     damage(&c.path.join(a_data_file(&c.path)));
     assert!(!backup::verify(&config, &c.id).await.unwrap().ok);
-    assert!(backup::prune(&backups, 1).unwrap().is_empty());
+    assert!(
+        backup::prune(&backups, &cluster.archive(), 1, false)
+            .unwrap()
+            .deleted
+            .is_empty()
+    );
     assert_eq!(backup_ids(&backups), [b.id.clone(), c.id.clone()]);
 
     // A new verified backup with keep 1: it is the one kept; everything older goes.

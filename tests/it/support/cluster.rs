@@ -21,6 +21,8 @@ pub struct ClusterOptions {
     /// Replication connections (pg_basebackup) need this password (scram-sha-256) for `postgres`;
     /// ordinary connections stay trusted.
     pub replication_password: Option<String>,
+    /// The server writes its log with the logging collector (into `data/log`), where SQL can read it.
+    pub logging_collector: bool,
 }
 
 /// A cluster of its own; stopped and removed when dropped.
@@ -82,6 +84,9 @@ impl TestCluster {
             conf.push_str(&format!(
                 "archive_mode = on\narchive_command = '{command}'\n"
             ));
+        }
+        if options.logging_collector {
+            conf.push_str("logging_collector = on\n");
         }
         std::fs::write(
             Path::new(&cluster.data()).join("postgresql.auto.conf"),
