@@ -202,6 +202,31 @@ pub enum BackupCommand {
     Check,
     /// Restore a backup (default: the newest verified) into a throwaway server from the WAL archive
     RestoreTest { id: Option<String> },
+    /// Point-in-time recovery: copy the backup a target needs into an empty folder with the recovery
+    /// settings, ready for `pg_ctl start`
+    #[command(group(
+        clap::ArgGroup::new("target")
+            .required(true)
+            .args(["target_time", "target_lsn", "latest"])
+    ))]
+    Restore {
+        /// Recover the transactions committed up to this time (RFC 3339 with its offset, e.g.
+        /// 2026-01-03T10:15:00Z)
+        #[arg(long)]
+        target_time: Option<String>,
+        /// Recover up to this WAL position (e.g. 0/5000028)
+        #[arg(long)]
+        target_lsn: Option<String>,
+        /// Recover everything the archive holds
+        #[arg(long)]
+        latest: bool,
+        /// The empty or new folder to restore into (the new data folder)
+        #[arg(long)]
+        to: PathBuf,
+        /// First recover a throwaway copy as the drill does, and report its rows and newest commit
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

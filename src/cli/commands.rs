@@ -15,6 +15,7 @@ use super::{jobs, output};
 use crate::app::{self, Role};
 use crate::bench::{self, BenchOptions};
 use crate::config::Config;
+use crate::pg::restore::{self, Target};
 use crate::pg::{backup, conf, drill};
 use crate::pipeline::{fetch, topics};
 use crate::{db, kafka, scheduler};
@@ -178,6 +179,22 @@ async fn backups(config: &Config, command: BackupCommand) -> anyhow::Result<Outc
         BackupCommand::RestoreTest { id } => {
             let report = until_signal(drill::run(config, id.as_deref())).await?;
             print!("{}", output::drill_report(&report));
+        }
+        BackupCommand::Restore {
+            target_time,
+            target_lsn,
+            latest: _,
+            to,
+            verify,
+        } => {
+            let target = match (target_time, target_lsn) {
+                (Some(time), _) => Target::time(&time),
+                (None, Some(lsn)) => Target::lsn(&lsn),
+                (None, None) => Ok(Target::Latest),
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = until_signal(restore::restore(config, target, &to, verify)).await?;
+            print!("{}", output::restore_report(&report));
         }
     }
     Ok(Outcome::Success)

@@ -11,6 +11,7 @@ use crate::pg::archive::Coverage;
 use crate::pg::backup::{BackupReport, Listed, Pruned};
 use crate::pg::conf::ArchiveCheck;
 use crate::pg::drill::DrillReport;
+use crate::pg::restore::RestoreReport;
 use crate::pipeline::fetch::FetchReport;
 use crate::scheduler::journal::RunRecord;
 use crate::scheduler::runlog::{KEPT_PER_RUN, LogEntry};
@@ -291,6 +292,35 @@ pub fn drill_report(report: &DrillReport) -> String {
         "backup {} restores: {} rows in random_users, recovery took {:.1} s ({} WAL segments from the archive), newest commit {newest}\n",
         report.backup_id, report.rows, report.recovery_seconds, report.wal_segments_restored
     )
+}
+
+/// `backup restore`: what was written, what the throwaway copy recovered, and the command that finishes.
+pub fn restore_report(report: &RestoreReport) -> String {
+    let mut text = format!(
+        "restored backup {} into {}: on start it recovers from the WAL archive to {}, then promotes\n",
+        report.backup_id,
+        report.to.display(),
+        report.target
+    );
+    text.push_str("recovery settings appended to postgresql.auto.conf (ALTER SYSTEM RESET them once it runs):\n");
+    for setting in &report.settings {
+        text.push_str(&format!("  {setting}\n"));
+    }
+    if let Some(verified) = &report.verified {
+        let newest = verified
+            .newest_commit_time
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "none replayed".into());
+        text.push_str(&format!(
+            "verified: a throwaway copy recovered {} rows in random_users, newest commit {newest}, in {:.1} s\n",
+            verified.rows, verified.recovery_seconds
+        ));
+    }
+    text.push_str(&format!(
+        "to finish, start it (it uses the backed-up server's settings, its port too):\n  {}\n",
+        report.start_command.join(" ")
+    ));
+    text
 }
 
 /// `backup list`: one line per backup, oldest first.

@@ -25,26 +25,25 @@ pub fn restore_command(archive: &Path) -> anyhow::Result<String> {
 
 /// Turns the copy into a throwaway server that recovers from the archive: its own configuration (the
 /// backup's may name paths, libraries, certificates and an archive_command of the live server), local
-/// trust on a private socket, no archiving, the copy's WAL removed, and `recovery.signal`.
+/// trust on a private socket, no archiving, the `recovery` settings (restore_command and target), the
+/// copy's WAL removed when `empty_wal`, and `recovery.signal`.
 pub fn prepare(
     data: &Path,
     socket_dir: &Path,
     port: u16,
-    restore_command: &str,
+    recovery: &[(&str, String)],
+    empty_wal: bool,
 ) -> anyhow::Result<()> {
     let socket = socket_dir
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("the scratch folder's path is not UTF-8"))?;
-    let conf = format!(
-        "# Written by userpipe's restore drill: a throwaway server that recovers one backup, then is removed.\n\
+    let mut conf = format!(
+        "# Written by userpipe: a throwaway server that recovers one backup, then is removed.\n\
          port = {port}\n\
          listen_addresses = ''\n\
          unix_socket_directories = {socket}\n\
          unix_socket_permissions = 0700\n\
          archive_mode = off\n\
-         restore_command = {restore}\n\
-         recovery_target_timeline = 'latest'\n\
-         recovery_target_action = 'promote'\n\
          hot_standby = off\n\
          fsync = off\n\
          synchronous_commit = off\n\
@@ -53,8 +52,10 @@ pub fn prepare(
          logging_collector = off\n\
          lc_messages = 'C'\n",
         socket = quote_conf(socket),
-        restore = quote_conf(restore_command),
     );
+    for (name, value) in recovery {
+        conf.push_str(&format!("{name} = {value}\n"));
+    }
     let write = |name: &str, text: &str| {
         std::fs::write(data.join(name), text)
             .with_context(|| format!("cannot write {name} in the scratch copy"))
@@ -62,7 +63,7 @@ pub fn prepare(
     write("postgresql.conf", &conf)?;
     write(
         "postgresql.auto.conf",
-        "# The live server's ALTER SYSTEM settings are not used by the restore drill.\n",
+        "# The live server's ALTER SYSTEM settings are not used by a throwaway recovery.\n",
     )?;
     // Only the drill's user can reach the socket folder (0700), so local trust lets in no one else.
     write("pg_hba.conf", "local all all trust\n")?;
@@ -70,26 +71,31 @@ pub fn prepare(
     for name in ["standby.signal", "postmaster.pid", "postmaster.opts"] {
         let _ = std::fs::remove_file(data.join(name));
     }
-    let wal = data.join("pg_wal");
-    for entry in std::fs::read_dir(&wal).context("the backup has no pg_wal folder")? {
-        let path = entry?.path();
-        if path.is_dir() {
-            for inner in std::fs::read_dir(&path)? {
-                std::fs::remove_file(inner?.path())?;
+    if empty_wal {
+        let wal = data.join("pg_wal");
+        for entry in std::fs::read_dir(&wal).context("the backup has no pg_wal folder")? {
+            let path = entry?.path();
+            if path.is_dir() {
+                for inner in std::fs::read_dir(&path)? {
+                    std::fs::remove_file(inner?.path())?;
+                }
+            } else {
+                std::fs::remove_file(&path)?;
             }
-        } else {
-            std::fs::remove_file(&path)?;
         }
     }
     write("recovery.signal", "")?;
     Ok(())
 }
 
-/// Copies the folder `from` to the new folder `to` (mode 0700): files with their permissions, folders,
-/// and symbolic links as links. At the top, `backup.json` and `backup_manifest` stay behind.
+/// Copies the folder `from` to the new folder `to` (mode 0700), or at the top into an existing empty one:
+/// files with their permissions, folders, and symbolic links as links. At the top, `backup.json` and
+/// `backup_manifest` stay behind.
 pub fn copy_tree(from: &Path, to: &Path, top: bool) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(to)?;
+    if !(top && to.is_dir()) {
+        std::fs::DirBuilder::new().mode(0o700).create(to)?;
+    }
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();

@@ -24,6 +24,7 @@ use super::scratch::{Scratch, chown, free_port, running_as_root};
 use crate::config::Config;
 use crate::pg::backup::{self, Listed};
 use crate::pg::program::{find_program, major_version, program_version};
+use crate::pg::restore::target::{Target, recovery_settings};
 
 /// What a drill found.
 #[derive(Debug, Clone, Serialize)]
@@ -48,7 +49,6 @@ pub struct DrillReport {
 #[tracing::instrument(skip_all, fields(backup = id))]
 pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillReport> {
     let clock = Instant::now();
-    let timeout = config.backup.timeout;
     let backups = backup::list(&config.backup.dir)?;
     let chosen = choose(&backups, id, &config.backup.dir)?;
     let Some(metadata) = chosen.metadata.clone() else {
@@ -57,7 +57,80 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     if !metadata.verification.ok {
         warn!(message = "drilling a backup whose latest verification failed", id = %chosen.id);
     }
+    info!(message = "restore drill started", backup = %chosen.id);
+    let source = Source::Backup {
+        id: &chosen.id,
+        path: &chosen.path,
+    };
+    let recovered = recover(config, source, &Target::Latest, metadata.timeline).await?;
+    let report = DrillReport {
+        backup_id: chosen.id.clone(),
+        backup_started_at: metadata.started_at,
+        rows: recovered.rows,
+        recovery_seconds: recovered.recovery_seconds,
+        newest_commit_time: recovered.newest_commit_time,
+        replayed_to_lsn: recovered.replayed_to_lsn,
+        wal_segments_restored: recovered.wal_segments_restored,
+        server_version: recovered.server_version,
+        duration_ms: clock.elapsed().as_millis() as u64,
+    };
+    info!(message = "restore drill passed", backup = %report.backup_id, rows = report.rows, recovery_seconds = report.recovery_seconds);
+    Ok(report)
+}
 
+/// What a throwaway server found once it had recovered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    /// Rows in the restored `random_users`.
+    pub rows: i64,
+    /// From the server's start until recovery ended and it was promoted.
+    pub recovery_seconds: f64,
+    /// The commit time of the last transaction recovery replayed.
+    pub newest_commit_time: Option<DateTime<Utc>>,
+    /// Where replay ended.
+    pub replayed_to_lsn: Option<String>,
+    /// WAL segments restored from the archive.
+    pub wal_segments_restored: usize,
+    pub server_version: String,
+}
+
+/// What a throwaway server recovers from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A backup: copied without its `backup.json` and manifest, its own WAL removed so that every
+    /// segment must come from the archive.
+    Backup { id: &'a str, path: &'a Path },
+    /// A folder `backup restore` wrote: copied whole, with the backup's WAL it holds.
+    Restored(&'a Path),
+}
+
+impl Source<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Backup { path, .. } | Source::Restored(path) => path,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Source::Backup { id, .. } => format!("backup {id}"),
+            Source::Restored(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// Copies `source` into a scratch folder and recovers it from the WAL archive to `target` in a throwaway
+/// server (a non-root user, a private socket, no TCP, no archiving), then counts `random_users`. With
+/// `Target::Latest` it also fails when replay stopped short of WAL the archive holds on `timeline` and
+/// its descendants. The server is stopped and the scratch folder deleted however it ends. The drill and
+/// `backup restore --verify` both run this.
+pub async fn recover(
+    config: &Config,
+    source: Source<'_>,
+    target: &Target,
+    timeline: u32,
+) -> anyhow::Result<Recovered> {
+    let timeout = config.backup.timeout;
     let archive = std::fs::canonicalize(&config.backup.wal_archive).with_context(|| {
         format!(
             "cannot open the WAL archive {} (backup.wal_archive)",
@@ -72,16 +145,16 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     let pg_ctl = find_program(&config.backup.pg_bin, "pg_ctl")?;
     let postgres = find_program(&config.backup.pg_bin, "postgres")?;
     let server_line = program_version(&postgres).await?;
-    let backup_major = std::fs::read_to_string(chosen.path.join("PG_VERSION"))
-        .with_context(|| format!("cannot read PG_VERSION of backup {}", chosen.id))?;
-    let backup_major: u32 = backup_major
+    let name = source.name();
+    let major = std::fs::read_to_string(source.path().join("PG_VERSION"))
+        .with_context(|| format!("cannot read PG_VERSION of {name}"))?;
+    let major: u32 = major
         .trim()
         .parse()
-        .with_context(|| format!("PG_VERSION of backup {} is not a number", chosen.id))?;
-    if major_version(&server_line) != Some(backup_major) {
+        .with_context(|| format!("PG_VERSION of {name} is not a number"))?;
+    if major_version(&server_line) != Some(major) {
         bail!(
-            "backup {} is of PostgreSQL {backup_major}, but {} is `{server_line}`: point backup.pg_bin at the PostgreSQL {backup_major} programs",
-            chosen.id,
+            "{name} is of PostgreSQL {major}, but {} is `{server_line}`: point backup.pg_bin at the PostgreSQL {major} programs",
             postgres.display()
         );
     }
@@ -98,17 +171,19 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     let parent = std::fs::canonicalize(&parent)
         .with_context(|| format!("cannot open the scratch parent {}", parent.display()))?;
     let mut scratch = Scratch::create(&parent, pg_ctl, user)?;
-    info!(message = "restore drill started", backup = %chosen.id, scratch = %scratch.dir.display());
+    info!(message = "throwaway recovery started", source = %name, target = %target, scratch = %scratch.dir.display());
 
     {
-        let (from, to) = (chosen.path.clone(), scratch.data.clone());
+        let (from, to) = (source.path().to_owned(), scratch.data.clone());
         tokio::task::spawn_blocking(move || copy_tree(&from, &to, true))
             .await
             .context("the copy panicked")?
-            .with_context(|| format!("cannot copy backup {} to the scratch folder", chosen.id))?;
+            .with_context(|| format!("cannot copy {name} to the scratch folder"))?;
     }
     let port = free_port()?;
-    prepare(&scratch.data, &scratch.dir, port, &restore_command)?;
+    let settings = recovery_settings(target, &restore_command);
+    let empty_wal = matches!(source, Source::Backup { .. });
+    prepare(&scratch.data, &scratch.dir, port, &settings, empty_wal)?;
     if let Some(user) = &scratch.user {
         chown(&scratch.dir, user).await?;
     }
@@ -151,10 +226,15 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     conn.close().await.ok();
 
     let log = scratch.log();
-    let archived = archive_segments(&archive)?;
-    let gap = replayed_segment
-        .as_deref()
-        .and_then(|replayed| archive_gap(&archived, metadata.timeline, &current_segment, replayed));
+    let gap = match target {
+        Target::Latest => {
+            let archived = archive_segments(&archive)?;
+            replayed_segment
+                .as_deref()
+                .and_then(|replayed| archive_gap(&archived, timeline, &current_segment, replayed))
+        }
+        Target::Time(_) | Target::Lsn(_) => None,
+    };
     // The span goes along, so the server's log stays in the run's log.
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(|| scratch.clean_up()))
@@ -163,19 +243,14 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     if let Some(gap) = gap {
         bail!("{gap}");
     }
-    let report = DrillReport {
-        backup_id: chosen.id.clone(),
-        backup_started_at: metadata.started_at,
+    Ok(Recovered {
         rows,
         recovery_seconds: recovery.as_secs_f64(),
         newest_commit_time,
         replayed_to_lsn,
         wal_segments_restored: restored_segments(&log),
         server_version,
-        duration_ms: clock.elapsed().as_millis() as u64,
-    };
-    info!(message = "restore drill passed", backup = %report.backup_id, rows = report.rows, recovery_seconds = report.recovery_seconds);
-    Ok(report)
+    })
 }
 
 /// Backup `id`, or the newest whose latest verification passed.

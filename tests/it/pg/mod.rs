@@ -10,3 +10,4 @@ mod drill;
 mod expiry;
 mod helpers;
 mod logs;
+mod restore;
