@@ -11,3 +11,4 @@ mod expiry;
 mod helpers;
 mod logs;
 mod restore;
+mod stack;

@@ -179,14 +179,15 @@ async fn the_log_keeps_other_crates_at_warn_and_a_restart_reads_the_last_success
         let file = dir.path().join("userpipe.toml");
         std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
         let log = std::fs::File::create(dir.path().join("second.log")).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"));
+        for (name, _) in userpipe::config::ENV_OVERRIDES {
+            command.env_remove(name);
+        }
+        let child = command
             .arg("--config")
             .arg(&file)
             .args(args)
             .env("USERPIPE_LOG", "info")
-            .env_remove("DATABASE_URL")
-            .env_remove("USERPIPE_KAFKA_BROKERS")
-            .env_remove("USERPIPE_SCHEDULES")
             .stderr(log)
             .spawn()
             .unwrap();

@@ -279,14 +279,16 @@ impl Userpipe {
             .append(true)
             .open(&log)
             .expect("open the log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"));
+        // The configuration file alone: `scripts/stack env` exports overrides (the stack's backup folder,
+        // archive and pgconf file) that must not reach a test's process.
+        for (name, _) in userpipe::config::ENV_OVERRIDES {
+            command.env_remove(name);
+        }
+        let child = command
             .arg("--config")
             .arg(&config_file)
             .args(args)
-            .env_remove("DATABASE_URL")
-            .env_remove("USERPIPE_KAFKA_BROKERS")
-            .env_remove("USERPIPE_SOURCE")
-            .env_remove("USERPIPE_SCHEDULES")
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
