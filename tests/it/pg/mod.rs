@@ -7,4 +7,5 @@ mod backup;
 mod conf;
 mod drill;
 pub mod helpers;
+mod lists;
 mod logs;
