@@ -104,6 +104,25 @@ pub fn redact_url(url: &str) -> String {
     parsed.to_string()
 }
 
+/// A webhook URL shown without what follows its host (`https://hooks.slack.com/***`): a webhook's path and
+/// query are its credentials. Empty stays empty.
+pub fn redact_webhook(url: &str) -> String {
+    if url.is_empty() {
+        return String::new();
+    }
+    match url::Url::parse(url) {
+        Ok(parsed) => {
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{}{port}/***",
+                parsed.scheme(),
+                parsed.host_str().unwrap_or_default()
+            )
+        }
+        Err(_) => "[unparseable url]".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,24 +178,5 @@ mod tests {
         ] {
             assert!(!is_secret_parameter(name), "{name}");
         }
-    }
-}
-
-/// A webhook URL shown without what follows its host (`https://hooks.slack.com/***`): a webhook's path and
-/// query are its credentials. Empty stays empty.
-pub fn redact_webhook(url: &str) -> String {
-    if url.is_empty() {
-        return String::new();
-    }
-    match url::Url::parse(url) {
-        Ok(parsed) => {
-            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!(
-                "{}://{}{port}/***",
-                parsed.scheme(),
-                parsed.host_str().unwrap_or_default()
-            )
-        }
-        Err(_) => "[unparseable url]".into(),
     }
 }
