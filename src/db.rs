@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -11,11 +11,73 @@ use tokio_util::sync::CancellationToken;
 
 use crate::retry::{Attempt, Backoff, until_done};
 
-/// Connection options from a `postgres://` URL. The URL may hold a password, so it never appears in the
-/// error.
+/// The query parameters of a `postgres://` URL that userpipe's own connections read (sqlx's
+/// `PgConnectOptions`, plus `options[NAME]`). libpq's others (`connect_timeout`, `target_session_attrs`,
+/// ...) are left to the pg_* programs: sqlx would log an unknown one with its value.
+const CLIENT_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+fn is_client_parameter(name: &str) -> bool {
+    CLIENT_PARAMETERS.contains(&name) || (name.starts_with("options[") && name.ends_with(']'))
+}
+
+/// Connection options from a `postgres://` URL: the one place a URL becomes options. The URL may hold
+/// secrets, so it never appears in the error; parameters userpipe's connections do not read are left
+/// aside unread ([`parameters_left_aside`]); `sslpassword` is refused: no client here can use it.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    url.parse()
-        .map_err(|_| anyhow::anyhow!("the database url is not a valid postgres url"))
+    let invalid = || anyhow::anyhow!("the database url is not a valid postgres url");
+    let mut parsed = url::Url::parse(url).map_err(|_| invalid())?;
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    if pairs.iter().any(|(name, _)| name == "sslpassword") {
+        bail!(
+            "the database url's sslpassword is not supported: neither userpipe's postgresql client nor \
+             the pg_* programs (which read secrets only from the environment, and libpq has no variable \
+             for it) can be given it safely; use an unencrypted client key (sslkey) readable only by userpipe"
+        );
+    }
+    let used: Vec<&(String, String)> = pairs
+        .iter()
+        .filter(|(n, _)| is_client_parameter(n))
+        .collect();
+    if used.len() < pairs.len() {
+        parsed.query_pairs_mut().clear().extend_pairs(used);
+        if parsed.query() == Some("") {
+            parsed.set_query(None);
+        }
+    }
+    parsed.as_str().parse().map_err(|_| invalid())
+}
+
+/// The query parameters of `url` (by name) that userpipe's own connections leave aside; the pg_* programs
+/// still get them.
+pub fn parameters_left_aside(url: &str) -> Vec<String> {
+    url::Url::parse(url)
+        .map(|parsed| {
+            parsed
+                .query_pairs()
+                .map(|(name, _)| name.into_owned())
+                .filter(|name| !is_client_parameter(name))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Opens a pool to `url`, failing when PostgreSQL cannot be reached now.
@@ -144,5 +206,39 @@ impl AdvisoryLock<'_> {
             sqlx::query_scalar("SELECT pg_try_advisory_lock_shared($1, coalesce(hashtext($2), 0))")
         };
         query.bind(class).bind(name).fetch_one(session).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_sqlx_does_not_read_are_left_aside_and_sslpassword_is_refused() {
+        let url = "postgres://u:pw@db:5433/x?sslmode=disable&connect_timeout=5&token=s3cret&application_name=up";
+        let options = connect_options(url).unwrap();
+        assert_eq!((options.get_host(), options.get_port()), ("db", 5433));
+        assert_eq!(options.get_application_name(), Some("up"));
+        assert_eq!(parameters_left_aside(url), ["connect_timeout", "token"]);
+        assert!(
+            parameters_left_aside("postgres://u@db/x?sslmode=require&options[search_path]=a")
+                .is_empty()
+        );
+
+        let error = connect_options("postgres://u@db/x?sslkey=/k.pem&sslpassword=s3cret")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("the database url's sslpassword is not supported"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("s3cret") && !error.contains("db/x"),
+            "{error}"
+        );
+        let error = connect_options("postgres://u:s3cret@db:x/y")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "the database url is not a valid postgres url");
     }
 }

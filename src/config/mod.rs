@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-pub use secret::{Secret, redact_url, redact_webhook, split_password};
+pub use secret::{Secret, is_secret_parameter, redact_url, redact_webhook, split_password};
 pub use sections::*;
 
 /// The configuration file read when neither `--config` nor `USERPIPE_CONFIG` names one.
@@ -62,6 +62,12 @@ impl Config {
         };
         config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
+        for parameter in crate::db::parameters_left_aside(config.database.url.expose()) {
+            tracing::warn!(
+                message = "database.url parameter left to the pg_* programs: userpipe's own connections do not read it",
+                parameter
+            );
+        }
         Ok(config)
     }
 
@@ -176,14 +182,11 @@ impl Config {
             bail!("kafka.brokers is empty");
         }
         if self.fetch.source != "generator" && url::Url::parse(&self.fetch.source).is_err() {
-            bail!(
-                "fetch.source must be `generator` or an http(s) url, not {:?}",
-                self.fetch.source
-            );
+            bail!("fetch.source must be `generator` or an http(s) url");
         }
-        if crate::db::connect_options(self.database.url.expose()).is_err() {
+        if let Err(error) = crate::db::connect_options(self.database.url.expose()) {
             bail!(
-                "database.url is not a valid postgres url: {}",
+                "database.url {}: {error}",
                 redact_url(self.database.url.expose())
             );
         }
@@ -195,6 +198,9 @@ impl Config {
         let mut shown = self.clone();
         shown.database.url = Secret::new(redact_url(self.database.url.expose()));
         shown.notify.url = Secret::new(redact_webhook(self.notify.url.expose()));
+        if shown.fetch.source != "generator" {
+            shown.fetch.source = redact_url(&self.fetch.source);
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
@@ -342,7 +348,7 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://u:***@db:5432/x"), "{shown}");
         let query = redact_url("postgres://u@db:5432/x?sslmode=require&password=hunter2");
-        assert_eq!(query, "postgres://u:***@db:5432/x?sslmode=require");
+        assert_eq!(query, "postgres://u@db:5432/x?sslmode=require&password=***");
         let (bare, password) = split_password("postgres://u:p%40ss@db/x?password=q").unwrap();
         assert_eq!(
             (bare.as_str(), password.as_deref()),

@@ -87,8 +87,10 @@ pub fn check_client_version(program: &str, version: &str, server_major: u32) -> 
 }
 
 /// The connection string for a pg_* program without its password, and the password, which goes to the
-/// program in PGPASSWORD (never in its arguments, which any user can read in the process list).
+/// program in PGPASSWORD (never in its arguments, which any user can read in the process list). A URL
+/// with a secret libpq cannot read from the environment (`sslpassword`) is refused.
 pub fn tool_connection(url: &str) -> anyhow::Result<(String, Option<String>)> {
+    crate::db::connect_options(url)?;
     let (bare, password) = crate::config::split_password(url)
         .ok_or_else(|| anyhow::anyhow!("the database url is not a valid url"))?;
     Ok((bare.to_string(), password))

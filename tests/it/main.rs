@@ -10,5 +10,6 @@ mod pg;
 mod pipeline;
 mod runs;
 mod scheduler;
+mod secrets;
 mod smoke;
 mod support;

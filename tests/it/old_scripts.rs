@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use userpipe::config::{Compression, Config, dead_letter_topic};
+use userpipe::config::{Compression, Config, KafkaConfig, dead_letter_topic};
 use userpipe::kafka::{self, Outbound};
 use userpipe::pipeline::fetch;
 use userpipe::pipeline::record::{HOBBIES, MAJORS};
@@ -43,14 +43,14 @@ struct OldMessage {
     headers: BTreeMap<String, String>,
 }
 
-/// `topic` read from beginning to end by kafka-python 2.0.2 (tests/it/old_scripts/read_topic.py), or
-/// what it printed when it failed.
-async fn read_as_old_scripts(brokers: &str, topic: &str) -> Result<Vec<OldMessage>, String> {
+/// `topic` (with `kafka.partitions` partitions) read from beginning to end by kafka-python 2.0.2
+/// (tests/it/old_scripts/read_topic.py), or what it printed when it failed.
+async fn read_as_old_scripts(kafka: &KafkaConfig, topic: &str) -> Result<Vec<OldMessage>, String> {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/old_scripts/read_topic.py");
     let run = tokio::process::Command::new(old_python())
         .arg(&script)
-        .args([brokers, topic])
+        .args([&kafka.brokers, topic, &kafka.partitions.to_string()])
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(90), run)
@@ -68,8 +68,13 @@ async fn read_as_old_scripts(brokers: &str, topic: &str) -> Result<Vec<OldMessag
 }
 
 /// kafka-python's reading of `topic` must be what rdkafka reads there, message for message.
-async fn assert_reads_like_rdkafka(brokers: &str, topic: &str, expected: usize) -> Vec<OldMessage> {
-    let old = read_as_old_scripts(brokers, topic)
+async fn assert_reads_like_rdkafka(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expected: usize,
+) -> Vec<OldMessage> {
+    let brokers = &kafka.brokers;
+    let old = read_as_old_scripts(kafka, topic)
         .await
         .unwrap_or_else(|error| panic!("kafka-python 2.0.2 cannot read {topic}: {error}"));
     assert_eq!(old.len(), expected, "messages kafka-python read in {topic}");
@@ -143,9 +148,10 @@ async fn kafka_python_reads_every_topic_userpipe_writes() {
     }
     pipeline.stop().await;
 
-    let fetched = assert_reads_like_rdkafka(brokers, &config.topics.users, users + 1).await;
-    let stamped = assert_reads_like_rdkafka(brokers, &config.topics.timestamped, users).await;
-    let enriched = assert_reads_like_rdkafka(brokers, &config.topics.enriched, users + 1).await;
+    let fetched = assert_reads_like_rdkafka(&config.kafka, &config.topics.users, users + 1).await;
+    let stamped = assert_reads_like_rdkafka(&config.kafka, &config.topics.timestamped, users).await;
+    let enriched =
+        assert_reads_like_rdkafka(&config.kafka, &config.topics.enriched, users + 1).await;
     for message in fetched.iter().chain(&stamped).chain(&enriched) {
         if message.value["id"].is_string() && message.value["id"] != "not a user" {
             assert_eq!(
@@ -174,7 +180,7 @@ async fn kafka_python_reads_every_topic_userpipe_writes() {
         (&config.topics.users, "timestamp"),
         (&config.topics.enriched, "sink"),
     ] {
-        let letters = assert_reads_like_rdkafka(brokers, &dead_letter_topic(input), 1).await;
+        let letters = assert_reads_like_rdkafka(&config.kafka, &dead_letter_topic(input), 1).await;
         let headers = &letters[0].headers;
         assert_eq!(
             headers.get("userpipe.stage").map(String::as_str),
@@ -199,7 +205,7 @@ async fn kafka_python_reads_none_and_gzip_and_fails_on_the_other_codecs() {
         fetch::run(&config, &producer, 25, Uuid::new_v4())
             .await
             .expect("fetch");
-        let read = read_as_old_scripts(&config.kafka.brokers, &config.topics.users).await;
+        let read = read_as_old_scripts(&config.kafka, &config.topics.users).await;
         match compression {
             Compression::None | Compression::Gzip => {
                 let read = read.unwrap_or_else(|error| panic!("{name}: {error}"));

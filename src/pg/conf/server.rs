@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::compare::{Comparison, Live, Outcome, State, compare};
 use super::file::{DesiredFile, file_errors, is_setting_name};
-use super::value::{SettingType, canonical};
+use super::value::{ListKind, SettingType, canonical, list_elements};
 
 /// How long `apply` waits for the reloaded configuration to reach its own session.
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
@@ -23,7 +23,9 @@ const RELOAD_WAIT: Duration = Duration::from_secs(10);
 /// be a plain lowercase identifier (and the caller takes it from `pg_settings`); the value is a string
 /// literal with its quotes doubled, sent on a session with `standard_conforming_strings = on` so a
 /// backslash stays a backslash, and control characters (which could end the literal's line) are refused.
-/// A string literal is accepted for settings of every type.
+/// A string literal is accepted for settings of every type. A list of quoted elements (`QUOTED_LISTS`)
+/// is written as one literal per element, which PostgreSQL quotes each as needed; an empty one is reset
+/// (ALTER SYSTEM cannot write an empty list: it would write `""`, an element with no name).
 pub fn alter_system_sql(name: &str, value: &str) -> anyhow::Result<String> {
     if !is_setting_name(name) {
         bail!("`{name}` is not a valid setting name");
@@ -31,10 +33,17 @@ pub fn alter_system_sql(name: &str, value: &str) -> anyhow::Result<String> {
     if value.chars().any(char::is_control) {
         bail!("the value of {name} has a control character");
     }
-    Ok(format!(
-        "ALTER SYSTEM SET {name} = '{}'",
-        value.replace('\'', "''")
-    ))
+    let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let Some(kind) = ListKind::of(name) else {
+        return Ok(format!("ALTER SYSTEM SET {name} = {}", literal(value)));
+    };
+    let elements =
+        list_elements(value, kind).map_err(|error| anyhow::anyhow!("{name}: {error}"))?;
+    if elements.is_empty() {
+        return Ok(format!("ALTER SYSTEM RESET {name}"));
+    }
+    let literals: Vec<String> = elements.iter().map(|e| literal(e)).collect();
+    Ok(format!("ALTER SYSTEM SET {name} = {}", literals.join(", ")))
 }
 
 #[derive(sqlx::FromRow)]
@@ -79,6 +88,7 @@ pub async fn read_live(
                 setting: r.setting.unwrap_or_default(),
                 shown: r.shown.unwrap_or_default(),
                 ty: SettingType {
+                    list: ListKind::of(&r.name),
                     vartype: r.vartype,
                     unit: r.unit,
                     enumvals: r.enumvals,
@@ -181,6 +191,29 @@ mod tests {
         assert!(alter_system_sql("wal_level; DROP TABLE x", "replica").is_err());
         assert!(alter_system_sql("Wal_Level", "replica").is_err());
         assert!(alter_system_sql("archive_command", "a\nb").is_err());
+        assert_eq!(
+            alter_system_sql(
+                "shared_preload_libraries",
+                "pg_stat_statements,auto_explain"
+            )
+            .unwrap(),
+            "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements', 'auto_explain'"
+        );
+        assert_eq!(
+            alter_system_sql("search_path", "\"$user\", Public, \"it's\"").unwrap(),
+            "ALTER SYSTEM SET search_path = '$user', 'public', 'it''s'"
+        );
+        assert_eq!(
+            alter_system_sql("local_preload_libraries", " ").unwrap(),
+            "ALTER SYSTEM RESET local_preload_libraries"
+        );
+        let error = alter_system_sql("temp_tablespaces", "a,,b")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "temp_tablespaces: `a,,b` is not a valid list: an element is empty"
+        );
         assert!(is_setting_name("auto_explain.log_min_duration"));
         assert!(!is_setting_name("a.b.c") && !is_setting_name("") && !is_setting_name("1a"));
     }

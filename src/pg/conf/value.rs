@@ -1,6 +1,6 @@
 //! Setting values as PostgreSQL reads them: units normalised to the setting's own (`1GB` of a kB setting
-//! is 1048576), booleans in every spelling, enums case-insensitive, so two spellings of one value compare
-//! equal. Pure.
+//! is 1048576), booleans in every spelling, enums case-insensitive, lists element by element, so two
+//! spellings of one value compare equal. Pure.
 
 /// The type of a setting, from `pg_settings`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +11,97 @@ pub struct SettingType {
     pub unit: Option<String>,
     /// The values an enum takes.
     pub enumvals: Vec<String>,
+    /// For a list of quoted elements, how its elements read.
+    pub list: Option<ListKind>,
+}
+
+/// How the elements of a list setting read (PostgreSQL's `SplitIdentifierString` and
+/// `SplitDirectoriesString`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// Schema and tablespace names: an unquoted element folds to lowercase.
+    Identifiers,
+    /// Libraries and folders: kept as written.
+    Names,
+}
+
+/// The settings PostgreSQL 15 reads as lists of quoted elements: `GUC_LIST_INPUT | GUC_LIST_QUOTE` in its
+/// guc.c (guc_tables.c from 16), which is also what the server does (ALTER SYSTEM quotes each element of
+/// exactly these). Given as one string, ALTER SYSTEM would store the whole list as one quoted element
+/// (`'"a, b"'`), so they are written element by element.
+pub const QUOTED_LISTS: [(&str, ListKind); 6] = [
+    ("search_path", ListKind::Identifiers),
+    ("temp_tablespaces", ListKind::Identifiers),
+    ("shared_preload_libraries", ListKind::Names),
+    ("session_preload_libraries", ListKind::Names),
+    ("local_preload_libraries", ListKind::Names),
+    ("unix_socket_directories", ListKind::Names),
+];
+
+impl ListKind {
+    /// The list kind of the setting `name`, if it is one of [`QUOTED_LISTS`].
+    pub fn of(name: &str) -> Option<ListKind> {
+        QUOTED_LISTS
+            .iter()
+            .find(|(list, _)| *list == name)
+            .map(|(_, kind)| *kind)
+    }
+}
+
+/// The elements of a list value as PostgreSQL reads them: separated by commas, each trimmed; `"..."` is
+/// one element as written (`""` in it is a quote), an unquoted one is read as `kind` says.
+pub fn list_elements(value: &str, kind: ListKind) -> Result<Vec<String>, String> {
+    let invalid = |why: &str| format!("`{value}` is not a valid list: {why}");
+    let mut elements = Vec::new();
+    let mut rest = value.trim_start();
+    if rest.is_empty() {
+        return Ok(elements);
+    }
+    loop {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut element = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((at, c)) = chars.next() {
+                if c != '"' {
+                    element.push(c);
+                } else if quoted[at + 1..].starts_with('"') {
+                    element.push('"');
+                    chars.next();
+                } else {
+                    end = Some(at + 1);
+                    break;
+                }
+            }
+            let end = end.ok_or_else(|| invalid("a quote is not closed"))?;
+            if element.is_empty() {
+                return Err(invalid("an element is empty"));
+            }
+            elements.push(element);
+            rest = quoted[end..].trim_start();
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            let element = rest[..end].trim_end();
+            if element.is_empty() {
+                return Err(invalid("an element is empty"));
+            }
+            if element.contains('"')
+                || (kind == ListKind::Identifiers && element.contains(char::is_whitespace))
+            {
+                return Err(invalid("elements are separated by commas"));
+            }
+            elements.push(match kind {
+                ListKind::Identifiers => element.to_ascii_lowercase(),
+                ListKind::Names => element.to_owned(),
+            });
+            rest = &rest[end..];
+        }
+        match rest.strip_prefix(',') {
+            Some(next) => rest = next.trim_start(),
+            None if rest.is_empty() => return Ok(elements),
+            None => return Err(invalid("elements are separated by commas")),
+        }
+    }
 }
 
 /// A value in the form `pg_settings.setting` has it, to compare.
@@ -18,6 +109,7 @@ pub struct SettingType {
 pub enum Canonical {
     Text(String),
     Number(f64),
+    List(Vec<String>),
 }
 
 impl Canonical {
@@ -63,7 +155,10 @@ pub fn canonical(value: &str, ty: &SettingType) -> Result<Canonical, String> {
                 number
             }))
         }
-        _ => Ok(Canonical::Text(value.to_owned())),
+        _ => match ty.list {
+            Some(kind) => list_elements(value, kind).map(Canonical::List),
+            None => Ok(Canonical::Text(value.to_owned())),
+        },
     }
 }
 
@@ -153,6 +248,7 @@ pub(super) mod tests {
             vartype: vartype.into(),
             unit: unit.map(Into::into),
             enumvals: enumvals.iter().map(|s| s.to_string()).collect(),
+            list: None,
         }
     }
 
@@ -213,5 +309,44 @@ pub(super) mod tests {
             canonical("archive", &level),
             Err("`archive` is not one of minimal, replica, logical".into())
         );
+    }
+
+    #[test]
+    fn lists_compare_element_by_element_as_postgresql_reads_them() {
+        let names = |v: &str| list_elements(v, ListKind::Names);
+        let identifiers = |v: &str| list_elements(v, ListKind::Identifiers);
+        let list = |items: &[&str]| Ok(items.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            names("pg_stat_statements,auto_explain"),
+            list(&["pg_stat_statements", "auto_explain"])
+        );
+        assert_eq!(
+            names(" pg_stat_statements ,  auto_explain "),
+            names("pg_stat_statements, auto_explain")
+        );
+        assert_eq!(
+            names("'$libdir/x', \"My Lib\""),
+            list(&["'$libdir/x'", "My Lib"])
+        );
+        assert_eq!(names(""), list(&[]));
+        assert_eq!(
+            identifiers("\"$user\", Public, \"Audit \"\"Log\"\"\""),
+            list(&["$user", "public", "Audit \"Log\""])
+        );
+        for bad in ["a,", ",a", "a,,b", "\"a", "a \"b\"", "\"a\" b", "\"\""] {
+            assert!(names(bad).is_err(), "{bad}");
+        }
+        assert!(identifiers("two words").is_err());
+        assert_eq!(names("two words"), list(&["two words"]));
+
+        let ty = SettingType {
+            list: ListKind::of("shared_preload_libraries"),
+            ..ty("string", None, &[])
+        };
+        let a = canonical("pg_stat_statements,auto_explain", &ty).unwrap();
+        assert!(a.same(&canonical("pg_stat_statements, auto_explain", &ty).unwrap()));
+        assert!(!a.same(&canonical("\"pg_stat_statements,auto_explain\"", &ty).unwrap()));
+        assert_eq!(ListKind::of("search_path"), Some(ListKind::Identifiers));
+        assert_eq!(ListKind::of("listen_addresses"), None);
     }
 }
