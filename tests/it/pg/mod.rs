@@ -6,5 +6,6 @@ mod archive_script;
 mod backup;
 mod conf;
 mod drill;
+mod faults;
 mod helpers;
 mod logs;
