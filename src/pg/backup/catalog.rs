@@ -75,11 +75,15 @@ pub fn is_backup_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// The suffix of `backup.json`'s temporary file, `.<id>.json.tmp` beside the backup's folder.
+pub const METADATA_TMP_SUFFIX: &str = ".json.tmp";
+
 /// Writes `backup.json` into `folder` in one step: a temporary file beside the folder (never inside it,
-/// where pg_verifybackup would find it), synced, then renamed into place.
+/// where pg_verifybackup would find it), synced, then renamed into place. On failure (a full disk) the
+/// temporary file is removed; one a crash left is removed by the next backup run.
 pub fn write_metadata(folder: &Path, metadata: &Metadata) -> anyhow::Result<()> {
     let parent = folder.parent().unwrap_or(Path::new("."));
-    let tmp = parent.join(format!(".{}.json.tmp", metadata.id));
+    let tmp = parent.join(format!(".{}{METADATA_TMP_SUFFIX}", metadata.id));
     let text = serde_json::to_vec_pretty(metadata)?;
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
@@ -88,7 +92,11 @@ pub fn write_metadata(folder: &Path, metadata: &Metadata) -> anyhow::Result<()> 
         file.sync_all()?;
         std::fs::rename(&tmp, folder.join(METADATA_FILE))
     };
-    write().with_context(|| format!("cannot write {}", folder.join(METADATA_FILE).display()))?;
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("cannot write {}", folder.join(METADATA_FILE).display()));
+    }
     sync_folder(folder);
     Ok(())
 }

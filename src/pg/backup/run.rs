@@ -14,7 +14,8 @@ use sqlx::Connection;
 use tracing::{error, info, warn};
 
 use super::catalog::{
-    Metadata, PARTIAL_SUFFIX, Pruned, new_id, prune, sync_folder, verify_folder, write_metadata,
+    METADATA_TMP_SUFFIX, Metadata, PARTIAL_SUFFIX, Pruned, new_id, prune, sync_folder, verify_folder,
+    write_metadata,
 };
 use crate::config::Config;
 use crate::db::AdvisoryLock;
@@ -139,23 +140,29 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     bar.finish_and_clear();
     let output = output?;
     if !output.status.success() {
-        bail!(
-            "pg_basebackup failed ({}): {}",
-            output.status,
-            output.problems("pg_basebackup")
-        );
+        return Err(explain_full(
+            anyhow::anyhow!(
+                "pg_basebackup failed ({}): {}",
+                output.status,
+                output.problems("pg_basebackup")
+            ),
+            &dir,
+        ));
     }
 
-    let (timeline, start_lsn, end_lsn) = wal_range(&partial)?;
+    let (timeline, start_lsn, end_lsn) = wal_range(&partial).map_err(|e| explain_full(e, &dir))?;
     let start_wal = std::fs::read_to_string(partial.join("backup_label"))
         .ok()
         .and_then(|label| start_wal_file(&label));
     let verification = verify_folder(&pg_verifybackup, &partial, timeout).await?;
     if !verification.ok {
-        bail!(
-            "the new backup failed verification: {}",
-            verification.problems.join("; ")
-        );
+        return Err(explain_full(
+            anyhow::anyhow!(
+                "the new backup failed verification: {}",
+                verification.problems.join("; ")
+            ),
+            &dir,
+        ));
     }
     let bytes = {
         let partial = partial.clone();
@@ -179,10 +186,11 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
         start_wal,
         verification,
     };
-    write_metadata(&partial, &metadata)?;
+    write_metadata(&partial, &metadata).map_err(|e| explain_full(e, &dir))?;
     let path = dir.join(&id);
     std::fs::rename(&partial, &path)
-        .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))
+        .map_err(|e| explain_full(e, &dir))?;
     guard.disarm();
     sync_folder(&dir);
     info!(message = "base backup verified and kept", id = %id, bytes, start_lsn = %start_lsn, end_lsn = %end_lsn);
@@ -246,22 +254,54 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     })
 }
 
-/// Removes what a crashed run left in `dir`: `<id>.partial` folders and `.<id>.deleting` folders. Only
-/// called while holding the backup lock.
+/// Removes what a crashed run left in `dir`: `<id>.partial` folders, `.<id>.deleting` folders and
+/// `.<id>.json.tmp` files. Only called while holding the backup lock.
 fn remove_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let leftover = name.ends_with(PARTIAL_SUFFIX)
-            || (name.starts_with('.') && name.ends_with(".deleting"));
-        if leftover && entry.path().is_dir() {
-            warn!(message = "removing a folder left by an interrupted backup run", folder = %entry.path().display());
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                warn!(message = "cannot remove a leftover folder", folder = %entry.path().display(), error = %e);
+        let (name, path) = (
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        );
+        let hidden = name.starts_with('.');
+        let removed = if path.is_dir()
+            && (name.ends_with(PARTIAL_SUFFIX) || (hidden && name.ends_with(".deleting")))
+        {
+            std::fs::remove_dir_all(&path)
+        } else if path.is_file() && hidden && name.ends_with(METADATA_TMP_SUFFIX) {
+            std::fs::remove_file(&path)
+        } else {
+            continue;
+        };
+        match removed {
+            Ok(()) => {
+                warn!(message = "removed what an interrupted backup run left", path = %path.display())
+            }
+            Err(e) => {
+                warn!(message = "cannot remove what an interrupted backup run left", path = %path.display(), error = %e)
             }
         }
+    }
+}
+
+/// Free space below which a failed run says that the backup folder is full.
+const FULL_BELOW: u64 = 1024 * 1024;
+
+/// `error`, preceded by "the backup folder is full" when `dir`'s file system has next to no room left: a
+/// step that runs out of room does not always say so (pg_basebackup has been seen to exit 0 with a
+/// truncated manifest). Checked before the partial folder is removed, which frees the room again.
+fn explain_full(error: anyhow::Error, dir: &Path) -> anyhow::Error {
+    match rustix::fs::statvfs(dir) {
+        Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < FULL_BELOW => error.context(format!(
+            "the file system of the backup folder {} is full ({} free)",
+            dir.display(),
+            bytesize::ByteSize(fs.f_bavail.saturating_mul(fs.f_frsize))
+                .display()
+                .iec()
+        )),
+        _ => error,
     }
 }
 

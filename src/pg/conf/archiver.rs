@@ -1,5 +1,6 @@
-//! The archiver's account (`pg_stat_archiver` and the `.ready` files waiting for it) and the judgement of
-//! its health: off, failing, or behind. The judgement is pure.
+//! The archiver's account (`pg_stat_archiver`, the `.ready` files waiting for it, and the archive script's
+//! own word on its last failure) and the judgement of its health: off, failing, or behind. The judgement
+//! is pure.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -20,6 +21,10 @@ pub struct ArchiverStats {
     pub last_archived_age_seconds: Option<f64>,
     pub last_failed_wal: Option<String>,
     pub last_failed_time: Option<DateTime<Utc>>,
+    /// Why the archive command last failed, in its own words: `pgconf/archive-wal.sh` keeps its last error
+    /// in `archive-wal.failed` in the data folder (read with `pg_read_file`, which needs a superuser or
+    /// `pg_read_server_files`); `None` when there is none or it cannot be read.
+    pub last_failure: Option<String>,
     /// Finished segments waiting for the archive (`.ready` files).
     pub waiting_segments: i64,
     /// Seconds the oldest of them has waited.
@@ -58,6 +63,7 @@ pub async fn archiver(conn: &mut PgConnection) -> anyhow::Result<ArchiverStats> 
     .fetch_one(&mut *conn)
     .await
     .context("cannot read pg_stat_archiver")?;
+    let last_failure = script_failure(conn).await;
     let age = |t: Option<DateTime<Utc>>| {
         t.map(|t| (row.now - t).num_milliseconds().max(0) as f64 / 1000.0)
     };
@@ -72,9 +78,21 @@ pub async fn archiver(conn: &mut PgConnection) -> anyhow::Result<ArchiverStats> 
         last_archived_time: row.last_archived_time,
         last_failed_wal: row.last_failed_wal,
         last_failed_time: row.last_failed_time,
+        last_failure,
         waiting_segments: row.waiting,
         checked_at: row.now,
     })
+}
+
+/// The archive script's last error (`archive-wal.failed` in the data folder), when there is one and this
+/// session may read it.
+async fn script_failure(conn: &mut PgConnection) -> Option<String> {
+    let text: Option<String> =
+        sqlx::query_scalar("SELECT pg_read_file('archive-wal.failed', 0, 2000, true)")
+            .fetch_one(conn)
+            .await
+            .ok()?;
+    text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// What is wrong with archiving, if anything: it is off; its latest attempt failed; or segments have
@@ -86,8 +104,12 @@ pub fn archiving_problem(stats: &ArchiverStats) -> Option<String> {
     if let Some(failed_at) = stats.last_failed_time
         && stats.last_archived_time.is_none_or(|ok| failed_at >= ok)
     {
+        let why = match &stats.last_failure {
+            Some(reason) => format!(": {reason}"),
+            None => "; see the postgresql log".into(),
+        };
         return Some(format!(
-            "archiving fails: the last attempt, for {} at {}, failed ({} failures counted); see the postgresql log",
+            "archiving fails: the last attempt, for {} at {}, failed ({} failures counted){why}",
             stats.last_failed_wal.as_deref().unwrap_or("?"),
             failed_at.to_rfc3339(),
             stats.failed_count
@@ -129,6 +151,7 @@ mod tests {
             last_archived_age_seconds: Some(30.0),
             last_failed_wal: None,
             last_failed_time: None,
+            last_failure: None,
             waiting_segments: 0,
             oldest_waiting_age_seconds: None,
             checked_at: now,
@@ -158,6 +181,20 @@ mod tests {
         let problem = archiving_problem(&failing).unwrap();
         assert!(
             problem.starts_with("archiving fails: the last attempt, for 00000001000000000000000A"),
+            "{problem}"
+        );
+        assert!(
+            problem.ends_with("(3 failures counted); see the postgresql log"),
+            "{problem}"
+        );
+        // The archive script said why: its words take the place of the pointer to the log.
+        let said = ArchiverStats {
+            last_failure: Some("cannot copy a to b: No space left on device".into()),
+            ..failing.clone()
+        };
+        let problem = archiving_problem(&said).unwrap();
+        assert!(
+            problem.ends_with("(3 failures counted): cannot copy a to b: No space left on device"),
             "{problem}"
         );
         // A failure that a success followed: healthy.

@@ -8,6 +8,7 @@ mod backup;
 mod conf;
 mod drill;
 mod expiry;
+mod faults;
 pub mod helpers;
 mod lists;
 mod logs;

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod randomuser;
+pub mod small_fs;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
