@@ -4,6 +4,7 @@
 mod dst;
 mod guards;
 mod http;
+mod kafka_down;
 
 use std::path::Path;
 
