@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::http::{self, HttpState, Roles};
+use crate::http::{self, HttpState, RoleState, Roles};
 use crate::pipeline::stages::{self, Stage};
 use crate::pipeline::{sink, topics};
 use crate::{db, kafka, scheduler};
@@ -61,9 +61,10 @@ impl FromStr for Role {
     }
 }
 
-/// `userpipe run`, built: the topics exist, the pool is made (it connects lazily: roles that need it wait
-/// for it and the schema, the others run while PostgreSQL is down), and the HTTP listener is bound, so a
-/// test can listen on port 0 and ask which port it got.
+/// `userpipe run`, built: the pool is made (it connects lazily) and the HTTP listener is bound, so a test can
+/// listen on port 0 and ask which port it got. Building needs neither Kafka nor PostgreSQL: each role waits
+/// for what it needs (the consumers for Kafka and their topics, the sink for the schema) and the others run
+/// meanwhile, the HTTP endpoints first.
 pub struct App {
     config: Config,
     roles: Vec<Role>,
@@ -73,7 +74,6 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &Config, roles: &[Role]) -> anyhow::Result<Self> {
-        topics::ensure(config, &config.topics).await?;
         let pool = if roles.iter().any(|r| r.needs_database()) {
             Some(db::lazy_pool(
                 config.database.url.expose(),
@@ -165,19 +165,10 @@ pub async fn run_roles(
     for &role in roles {
         let (config, shutdown, health) = (config.clone(), shutdown.clone(), health.clone());
         let pool = pool.clone();
-        health.set(role.name(), true);
+        health.set(role.name(), RoleState::Waiting("kafka"));
         tasks.spawn(async move {
-            let topics = &config.topics;
-            let result = match role {
-                Role::Timestamp => stages::run(Stage::Timestamp, &config, topics, shutdown).await,
-                Role::Tags => stages::run(Stage::Tags, &config, topics, shutdown).await,
-                Role::Sink => match pool {
-                    Some(pool) => sink::run(&config, topics, pool, shutdown).await,
-                    None => Err(anyhow::anyhow!("the sink needs a database pool")),
-                },
-                Role::Scheduler => scheduler::serve(&config, pool, shutdown).await,
-            };
-            health.set(role.name(), false);
+            let result = run_role(role, &config, pool, &health, shutdown).await;
+            health.set(role.name(), RoleState::Stopped);
             result.with_context(|| format!("role {} failed", role.name()))
         });
         info!(message = "role started", role = role.name());
@@ -197,5 +188,40 @@ pub async fn run_roles(
     match first_error {
         Some(err) => Err(err),
         None => Ok(()),
+    }
+}
+
+/// Runs one role until `shutdown`: first it waits for the dependencies it needs (shown in `health`), then it
+/// works.
+async fn run_role(
+    role: Role,
+    config: &Config,
+    pool: Option<PgPool>,
+    health: &Roles,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let topics = &config.topics;
+    if role == Role::Sink {
+        let Some(pool) = &pool else {
+            bail!("the sink needs a database pool");
+        };
+        health.set(role.name(), RoleState::Waiting("postgresql"));
+        if !db::migrate_when_reachable(pool, &shutdown).await? {
+            return Ok(());
+        }
+    }
+    if role != Role::Scheduler {
+        health.set(role.name(), RoleState::Waiting("kafka"));
+        if !topics::ensure_when_reachable(config, topics, &shutdown).await? {
+            return Ok(());
+        }
+    }
+    health.set(role.name(), RoleState::Running);
+    match (role, pool) {
+        (Role::Timestamp, _) => stages::run(Stage::Timestamp, config, topics, shutdown).await,
+        (Role::Tags, _) => stages::run(Stage::Tags, config, topics, shutdown).await,
+        (Role::Sink, Some(pool)) => sink::run(config, topics, pool, shutdown).await,
+        (Role::Sink, None) => bail!("the sink needs a database pool"),
+        (Role::Scheduler, pool) => scheduler::serve(config, pool, shutdown).await,
     }
 }

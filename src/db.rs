@@ -183,11 +183,23 @@ pub enum AdvisoryLock<'a> {
     Schedule(&'a str),
     /// Base backups of the server (`'upbk'`, 0): one at a time, across replicas and the command line.
     Backup,
+    /// A process that journals runs (`'upow'`, its owner key), held for its lifetime: free means it is gone.
+    Owner(i32),
 }
 
-impl AdvisoryLock<'_> {
+impl<'a> AdvisoryLock<'a> {
     const SCHEDULE_CLASS: i32 = 0x7570_6970;
     const BACKUP_CLASS: i32 = 0x7570_626b;
+    const OWNER_CLASS: i32 = 0x7570_6f77;
+
+    /// The class, and the key or the name whose `hashtext` is the key.
+    fn keys(self) -> (i32, Option<&'a str>, i32) {
+        match self {
+            AdvisoryLock::Schedule(name) => (Self::SCHEDULE_CLASS, Some(name), 0),
+            AdvisoryLock::Backup => (Self::BACKUP_CLASS, None, 0),
+            AdvisoryLock::Owner(key) => (Self::OWNER_CLASS, None, key),
+        }
+    }
 
     /// Takes the lock on `session` without waiting: exclusive, or shared with other shared holders.
     /// `false` when someone else holds it.
@@ -196,16 +208,30 @@ impl AdvisoryLock<'_> {
         session: &mut PgConnection,
         exclusive: bool,
     ) -> Result<bool, sqlx::Error> {
-        let (class, name) = match self {
-            AdvisoryLock::Schedule(name) => (Self::SCHEDULE_CLASS, Some(name)),
-            AdvisoryLock::Backup => (Self::BACKUP_CLASS, None),
-        };
+        let (class, name, key) = self.keys();
         let query = if exclusive {
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, coalesce(hashtext($2), 0))")
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, coalesce(hashtext($2), $3))")
         } else {
-            sqlx::query_scalar("SELECT pg_try_advisory_lock_shared($1, coalesce(hashtext($2), 0))")
+            sqlx::query_scalar("SELECT pg_try_advisory_lock_shared($1, coalesce(hashtext($2), $3))")
         };
-        query.bind(class).bind(name).fetch_one(session).await
+        query
+            .bind(class)
+            .bind(name)
+            .bind(key)
+            .fetch_one(session)
+            .await
+    }
+
+    /// Lets go of the lock that `session` holds exclusively.
+    pub async fn release(self, session: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let (class, name, key) = self.keys();
+        sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1, coalesce(hashtext($2), $3))")
+            .bind(class)
+            .bind(name)
+            .bind(key)
+            .fetch_one(session)
+            .await?;
+        Ok(())
     }
 }
 

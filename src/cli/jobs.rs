@@ -13,7 +13,6 @@ use super::exit::{Outcome, success_if};
 use super::output;
 use crate::config::Config;
 use crate::db;
-use crate::pipeline::topics;
 use crate::scheduler::journal::{self, Journal, RunFilter, Status, Trigger};
 use crate::scheduler::{self, runlog};
 
@@ -127,7 +126,6 @@ fn parse_since(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> 
 /// fails unless the run succeeded.
 async fn run_now(config: &Config, name: &str) -> anyhow::Result<Outcome> {
     let schedule = scheduler::find(&config.scheduler.dir, name)?;
-    topics::ensure(config, &config.topics).await?;
     let pool = db::lazy_pool(config.database.url.expose(), 2)?;
     let shutdown = CancellationToken::new();
     let (journal, writer) = Journal::start(Some(pool.clone()), shutdown.clone());

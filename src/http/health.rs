@@ -8,16 +8,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::state::{CHECK_TIMEOUT, HttpState};
+use super::state::{CHECK_TIMEOUT, HttpState, RoleState};
 use crate::kafka::Probe;
 
 /// The readiness verdict, as `/readyz` answers it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Readiness {
     pub ready: bool,
+    /// What keeps it from being ready: `kafka`, `postgresql` (unreachable, or a role waits for it), and
+    /// `role <name>` for a role that stopped.
+    pub missing: Vec<String>,
     pub kafka: String,
     pub postgresql: String,
-    pub roles: BTreeMap<String, bool>,
+    /// Each role: `running`, `waiting for kafka`, `waiting for postgresql`, `stopped`.
+    pub roles: BTreeMap<String, String>,
 }
 
 pub async fn readyz(State(state): State<HttpState>) -> Response {
@@ -35,14 +39,27 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
             }
         }
     };
-    let roles: BTreeMap<String, bool> = state
-        .roles
-        .snapshot()
+    let snapshot = state.roles.snapshot();
+    let mut missing = Vec::new();
+    let waits_for = |dependency: &'static str| {
+        snapshot
+            .values()
+            .any(|r| *r == RoleState::Waiting(dependency))
+    };
+    if kafka != "ok" || waits_for("kafka") {
+        missing.push("kafka".to_owned());
+    }
+    if postgresql.starts_with("unreachable") || waits_for("postgresql") {
+        missing.push("postgresql".to_owned());
+    }
+    for (role, _) in snapshot.iter().filter(|(_, r)| **r == RoleState::Stopped) {
+        missing.push(format!("role {role}"));
+    }
+    let roles = snapshot
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
+        .map(|(k, v)| (k.to_owned(), v.describe()))
         .collect();
-    let ready =
-        kafka == "ok" && !postgresql.starts_with("unreachable") && roles.values().all(|r| *r);
+    let ready = missing.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -52,6 +69,7 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
         status,
         Json(Readiness {
             ready,
+            missing,
             kafka,
             postgresql,
             roles,

@@ -12,4 +12,4 @@ pub mod state;
 
 pub use health::Readiness;
 pub use server::{Limits, serve};
-pub use state::{HttpState, Roles};
+pub use state::{HttpState, RoleState, Roles};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::client::base_config;
@@ -22,11 +23,49 @@ pub struct TopicSpec {
     pub max_message_bytes: Option<usize>,
 }
 
+/// Why topics could not be made: the broker did not answer (wait and try again), or it refused one.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    #[error("cannot create the kafka admin client: {0}")]
+    Client(KafkaError),
+    #[error("kafka at {brokers} did not answer: {error}")]
+    Unreachable { brokers: String, error: KafkaError },
+    #[error("cannot create topic {topic}: {code}")]
+    Refused {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+impl TopicsError {
+    /// Passes once the broker is back (or its controller is ready): worth waiting for.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TopicsError::Client(_) => false,
+            TopicsError::Unreachable { .. } => true,
+            TopicsError::Refused { code, .. } => !matches!(
+                code,
+                RDKafkaErrorCode::InvalidReplicationFactor
+                    | RDKafkaErrorCode::InvalidPartitions
+                    | RDKafkaErrorCode::InvalidConfig
+                    | RDKafkaErrorCode::InvalidTopic
+                    | RDKafkaErrorCode::InvalidReplicaAssignment
+                    | RDKafkaErrorCode::InvalidRequest
+                    | RDKafkaErrorCode::PolicyViolation
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            ),
+        }
+    }
+}
+
+/// How long one attempt to create topics waits for the broker.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Creates every topic in `specs` that does not exist yet; existing topics are left as they are.
-pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(brokers)
-        .create()
-        .context("cannot create the kafka admin client")?;
+pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), TopicsError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(brokers).create().map_err(TopicsError::Client)?;
     let max_bytes: Vec<Option<String>> = specs
         .iter()
         .map(|s| s.max_message_bytes.map(|b| b.to_string()))
@@ -46,15 +85,20 @@ pub async fn ensure_topics(brokers: &str, specs: &[TopicSpec]) -> anyhow::Result
             }
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT));
     let results = admin
         .create_topics(&topics, &options)
         .await
-        .with_context(|| format!("cannot create topics on kafka at {brokers}"))?;
+        .map_err(|error| TopicsError::Unreachable {
+            brokers: brokers.to_owned(),
+            error,
+        })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => bail!("cannot create topic {name}: {code}"),
+            Err((topic, code)) => return Err(TopicsError::Refused { topic, code }),
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ pub mod client;
 pub mod consume;
 pub mod deliver;
 
-pub use admin::{DEAD_LETTER_MAX_BYTES, TopicSpec, delete_topics, ensure_topics};
+pub use admin::{DEAD_LETTER_MAX_BYTES, TopicSpec, TopicsError, delete_topics, ensure_topics};
 pub use client::{LagContext, Probe, base_config, consumer, producer};
 pub use consume::{BatchHandler, BatchSettings, Offsets, consume_batches};
 pub use deliver::{Outbound, deliver_all, header};

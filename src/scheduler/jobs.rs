@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use super::history;
 use crate::config::Config;
 use crate::pg::{backup, conf, drill};
-use crate::pipeline::fetch;
+use crate::pipeline::{fetch, topics};
 
 /// What a run does, with its typed parameters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,18 +125,39 @@ pub struct JobFailure {
     pub detail: serde_json::Value,
 }
 
-/// Runs `job` as run `run_id`; the job's report becomes the run's detail. `producer` is shared by every
-/// fetch run (a producer's start-up costs more than publishing one user); `pool` is the journal's
+/// What the fetch runs of one process share: a producer (its start-up costs more than publishing one user),
+/// and whether the topics are known to exist. Only fetch runs touch Kafka: a backup, a drill or pgconf
+/// enforcement runs while it is down.
+pub struct KafkaSide {
+    pub producer: FutureProducer,
+    topics_ready: tokio::sync::OnceCell<()>,
+}
+
+impl KafkaSide {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            producer: crate::kafka::producer(&config.kafka)?,
+            topics_ready: tokio::sync::OnceCell::new(),
+        })
+    }
+}
+
+/// Runs `job` as run `run_id`; the job's report becomes the run's detail. `pool` is the journal's
 /// database, which `prune-history` prunes.
 pub async fn execute(
     config: &Config,
-    producer: &FutureProducer,
+    kafka: &KafkaSide,
     pool: Option<&PgPool>,
     job: &JobSpec,
     run_id: Uuid,
 ) -> anyhow::Result<serde_json::Value> {
     match job {
         JobSpec::FetchUsers(params) => {
+            kafka
+                .topics_ready
+                .get_or_try_init(|| topics::ensure(config, &config.topics))
+                .await?;
+            let producer = &kafka.producer;
             let mut config = config.clone();
             if let Some(source) = &params.source {
                 config.fetch.source = source.clone();

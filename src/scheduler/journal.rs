@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::owners;
 use super::runlog::{self, LogLine};
 use crate::db::is_data_error;
 use crate::metrics::{METRICS, RunLabels, ScheduleLabels};
@@ -161,6 +162,8 @@ pub struct RunRecord {
     pub instance: String,
     /// The attempts the run may make (its schedule's `retries` plus one).
     pub max_attempts: i32,
+    /// That process's owner id (`scheduler::owners`); none on runs recorded before owners were.
+    pub owner: Option<Uuid>,
 }
 
 impl RunRecord {
@@ -189,6 +192,7 @@ impl RunRecord {
             finished_at: None,
             duration_ms: None,
             instance: instance(),
+            owner: Some(owners::owner()),
         }
     }
 
@@ -351,7 +355,7 @@ async fn write_records(
             stop.cancel();
         });
     }
-    // First the schema and the runs a previous process left `running`; then the queue, in order.
+    // First the schema; then the queue, in order.
     match crate::db::migrate_when_reachable(&pool, &stop).await {
         Ok(true) => {}
         Ok(false) => return,
@@ -360,15 +364,51 @@ async fn write_records(
             return;
         }
     }
-    if let Err(e) = mark_abandoned(&pool).await {
-        warn!(message = "cannot mark abandoned runs", error = %format!("{e:#}"));
+    // This process's owner lock, held while it journals; the runs of owners that are gone are marked now
+    // and every REAP_EVERY (a replica not provably gone at first may be later).
+    let keeper = stop.child_token();
+    let (registered, is_registered) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn(owners::hold(
+        (*pool.connect_options()).clone(),
+        instance(),
+        registered,
+        keeper.clone(),
+    ));
+    // Records only once this process is registered as their owner: a run it wrote before, and then died,
+    // could never be proven abandoned.
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = is_registered => write_queue(&pool, &mut rx, &mut lines_rx, &stop).await,
     }
+    keeper.cancel();
+    let _ = holder.await;
+}
+
+/// How often the runs of gone owners are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(30);
+
+/// Writes the queued records and log lines in order until the queue closes or `stop`, marking the runs of
+/// gone owners abandoned between.
+async fn write_queue(
+    pool: &PgPool,
+    rx: &mut mpsc::Receiver<RunRecord>,
+    lines_rx: &mut mpsc::Receiver<LogLine>,
+    stop: &CancellationToken,
+) {
+    let (pool, stop) = (pool.clone(), stop.clone());
+    let mut reap = tokio::time::interval(REAP_EVERY);
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lines = Vec::with_capacity(LINES_BATCH);
     let mut lines_open = true;
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
+            _ = reap.tick() => {
+                if let Err(e) = owners::mark_abandoned(&pool).await {
+                    warn!(message = "cannot mark abandoned runs", error = %format!("{e:#}"));
+                }
+            }
             record = rx.recv() => {
                 // The lines a run logged before this record go first: once a record says a run ended,
                 // its log is complete in the table.
@@ -446,8 +486,8 @@ async fn write_lines(
 pub async fn upsert(pool: &PgPool, r: &RunRecord) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO job_runs (run_id, attempt, schedule, job, trigger, scheduled_for, status, reason, error, \
-           detail, started_at, finished_at, duration_ms, instance, max_attempts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+           detail, started_at, finished_at, duration_ms, instance, max_attempts, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (run_id, attempt) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason, \
            error = EXCLUDED.error, detail = EXCLUDED.detail, finished_at = EXCLUDED.finished_at, \
            duration_ms = EXCLUDED.duration_ms",
@@ -467,40 +507,10 @@ pub async fn upsert(pool: &PgPool, r: &RunRecord) -> Result<(), sqlx::Error> {
     .bind(r.duration_ms)
     .bind(&r.instance)
     .bind(r.max_attempts)
+    .bind(r.owner)
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// Marks as `abandoned` every run still `running` whose schedule's lock nobody holds: the process that
-/// ran it is gone. Returns how many.
-pub async fn mark_abandoned(pool: &PgPool) -> anyhow::Result<u64> {
-    let running: Vec<(Uuid, i32, String)> =
-        sqlx::query_as("SELECT run_id, attempt, schedule FROM job_runs WHERE status = 'running'")
-            .fetch_all(pool)
-            .await
-            .context("cannot read running job runs")?;
-    let guards = super::guards::Guards::new(pool);
-    let mut marked = 0;
-    for (run_id, attempt, schedule) in running {
-        let Some(lock) = guards.try_lock(&schedule, true).await? else {
-            continue;
-        };
-        let done = sqlx::query(
-            "UPDATE job_runs SET status = 'abandoned', finished_at = now(), \
-               duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint, \
-               reason = 'the process running it stopped before it finished' \
-             WHERE run_id = $1 AND attempt = $2 AND status = 'running'",
-        )
-        .bind(run_id)
-        .bind(attempt)
-        .execute(pool)
-        .await;
-        lock.release().await;
-        marked += done.context("cannot mark a run abandoned")?.rows_affected();
-        info!(message = "job run marked abandoned", %run_id, attempt, schedule);
-    }
-    Ok(marked)
 }
 
 /// Which runs `userpipe jobs` lists.

@@ -9,6 +9,7 @@
 //! - [`jobs`]: the job kinds and their params; the one place that maps a kind to the code that runs it.
 //! - [`guards`]: the cross-replica guards in PostgreSQL (firing claims, schedule locks).
 //! - [`journal`]: run records in the log and in `job_runs`; the writer of both tables.
+//! - [`owners`]: which process owns a run, and when a run is provably abandoned.
 //! - [`capture`], [`runlog`]: each run's own log: the `tracing` layer that keeps it, `job_run_logs`.
 //! - [`history`]: retention of the run history (the built-in `prune-history` schedule).
 //! - [`notify`]: webhook messages about failed and recovered runs.
@@ -27,6 +28,7 @@ pub mod history;
 pub mod jobs;
 pub mod journal;
 pub mod notify;
+pub mod owners;
 pub mod runlog;
 pub mod runner;
 pub mod schedule;

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::RngExt;
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tracing::{Instrument, debug, info_span, warn};
 use uuid::Uuid;
@@ -17,7 +16,7 @@ use uuid::Uuid;
 use super::capture::{self, ATTEMPT_SPAN, RUN_SPAN};
 use super::freshness;
 use super::guards::{Guards, ScheduleLock};
-use super::jobs::{self, JobFailure};
+use super::jobs::{self, JobFailure, KafkaSide};
 use super::journal::{self, Journal, RunRecord, Status, Trigger};
 use super::notify::Notifier;
 use super::schedule::{Overlap, Schedule};
@@ -35,8 +34,8 @@ pub struct Runner {
     /// The firing claims and schedule locks, on connections of their own (none without a database).
     guards: Option<Guards>,
     journal: Journal,
-    /// Shared by every fetch run: a producer's start-up costs more than publishing one user.
-    producer: FutureProducer,
+    /// What fetch runs share: the producer, and whether the topics exist.
+    kafka: KafkaSide,
     /// Schedules with a run going in this process, and that run's id.
     running: Mutex<HashMap<String, Uuid>>,
     notifier: Notifier,
@@ -48,14 +47,14 @@ impl Runner {
         pool: Option<PgPool>,
         journal: Journal,
     ) -> anyhow::Result<Arc<Self>> {
-        let producer = crate::kafka::producer(&config.kafka)?;
+        let kafka = KafkaSide::new(&config)?;
         let notifier = Notifier::new(&config.notify, pool.clone())?;
         Ok(Arc::new(Self {
             config,
             guards: pool.as_ref().map(Guards::new),
             pool,
             journal,
-            producer,
+            kafka,
             running: Mutex::new(HashMap::new()),
             notifier,
         }))
@@ -210,7 +209,7 @@ impl Runner {
         self.journal.record(&started);
         let work = jobs::execute(
             &self.config,
-            &self.producer,
+            &self.kafka,
             self.pool.as_ref(),
             &schedule.job,
             started.run_id,

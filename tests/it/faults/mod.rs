@@ -1,9 +1,12 @@
 //! Hardening (issue 10): faults, hostile input and daylight saving, each against the real stack. What the
 //! tests here share: schedule files written as an editor writes them, and the journal's runs.
 
+mod abandoned;
+mod campaign;
 mod dst;
 mod guards;
 mod http;
+mod kafka_down;
 
 use std::path::Path;
 
@@ -19,14 +22,18 @@ pub fn write_schedule(dir: &Path, name: &str, text: &str) {
 
 /// Every attempt of `schedule` in the journal, oldest first.
 pub async fn runs(pool: &PgPool, schedule: &str) -> Vec<RunRecord> {
+    try_runs(pool, schedule).await.expect("read the journal")
+}
+
+/// Every attempt of `schedule` in the journal, oldest first; an error (no table yet, the server away) as
+/// it is.
+pub async fn try_runs(pool: &PgPool, schedule: &str) -> anyhow::Result<Vec<RunRecord>> {
     let filter = RunFilter {
         schedule: Some(schedule.into()),
         limit: 100_000,
         ..Default::default()
     };
-    let mut runs = journal::list(pool, &filter)
-        .await
-        .expect("read the journal");
+    let mut runs = journal::list(pool, &filter).await?;
     runs.reverse();
-    runs
+    Ok(runs)
 }

@@ -1,6 +1,7 @@
 //! Test helpers: a private topic prefix and consumer group per test, a fresh database per test, and
 //! waiting for conditions with a bound.
 
+pub mod broker;
 pub mod cluster;
 pub mod randomuser;
 pub mod small_fs;

@@ -1,0 +1,106 @@
+//! A run is marked `abandoned` only when the process running it is provably gone: a replica starting while
+//! another's run goes on, even after PostgreSQL restarted under it (which dropped that run's schedule lock),
+//! leaves the run alone; once that process is killed, its run is marked.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use userpipe::scheduler::journal::Status;
+use userpipe::scheduler::owners;
+
+use super::{runs, try_runs, write_schedule};
+use crate::support::cluster::TestCluster;
+use crate::support::randomuser::{FakeRandomUser, Reply, fixture_page};
+use crate::support::{TestKafka, Userpipe, config_for, wait_for};
+
+/// The owners registered in the server's current run, as `(instance, registered with)`.
+async fn owners_registered_now(pool: &sqlx::PgPool) -> Option<Vec<(String, DateTime<Utc>)>> {
+    sqlx::query_as(
+        "SELECT instance, server_started_at FROM job_owners \
+         WHERE server_started_at = pg_postmaster_start_time()",
+    )
+    .fetch_all(pool)
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_alive_on_another_replica_is_never_marked_abandoned_and_a_killed_ones_is() {
+    let cluster = TestCluster::start();
+    let kafka = TestKafka::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&kafka, &cluster.url());
+    config.scheduler.dir = dir.path().join("schedules");
+    std::fs::create_dir_all(&config.scheduler.dir).unwrap();
+    // A fetch whose page takes ten minutes: the run stays `running`.
+    let server = FakeRandomUser::start(vec![
+        Reply::json(200, fixture_page()).after(Duration::from_secs(600)),
+    ])
+    .await;
+    config.fetch.source = server.url.clone();
+    config.fetch.timeout = Duration::from_secs(900);
+    config.fetch.max_attempts = 1;
+    write_schedule(
+        &config.scheduler.dir,
+        "slow",
+        "job = \"fetch-users\"\ncron = \"@yearly\"\nrun_on_start = true\ntimeout = \"20m\"\n",
+    );
+    let args = ["run", "--roles", "scheduler"];
+    let mut replica = Userpipe::spawn(&config, dir.path(), "replica.log", &args);
+
+    let pool = userpipe::db::lazy_pool(&cluster.url(), 2).unwrap();
+    let slow = wait_for(
+        "the slow run to be running and its process registered",
+        Duration::from_secs(60),
+        || async {
+            let run = try_runs(&pool, "slow")
+                .await
+                .ok()?
+                .into_iter()
+                .find(|r| r.status == Status::Running)?;
+            let owners = owners_registered_now(&pool).await?;
+            (owners.len() == 1).then_some(run)
+        },
+    )
+    .await;
+    assert!(slow.owner.is_some());
+
+    // PostgreSQL restarts under the run: its schedule lock's session is gone, the run goes on.
+    cluster.restart();
+    wait_for(
+        "the replica to register again after the restart",
+        Duration::from_secs(60),
+        || async { (owners_registered_now(&pool).await?.len() == 1).then_some(()) },
+    )
+    .await;
+    // A replica starting now (this test, as its journal does at start) leaves the live run alone.
+    assert_eq!(owners::mark_abandoned(&pool).await.unwrap(), 0);
+    let still = runs(&pool, "slow").await;
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0].status, Status::Running, "{still:?}");
+
+    // Killed, it is provably gone: its run is marked.
+    replica.kill();
+    let marked = wait_for(
+        "the killed replica's run to be marked abandoned",
+        Duration::from_secs(30),
+        || async {
+            let marked = owners::mark_abandoned(&pool).await.ok()?;
+            (marked > 0).then_some(marked)
+        },
+    )
+    .await;
+    assert_eq!(marked, 1);
+    let run = runs(&pool, "slow").await.remove(0);
+    assert_eq!((run.run_id, run.status), (slow.run_id, Status::Abandoned));
+    assert_eq!(
+        run.reason.as_deref(),
+        Some("the process running it stopped before it finished")
+    );
+    // The gone owner is forgotten.
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_owners")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
