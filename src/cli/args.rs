@@ -198,6 +198,6 @@ pub enum DbCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print the effective configuration, secrets redacted
+    /// Print the configuration in effect, secrets redacted, with where each value came from
     Show,
 }

@@ -21,7 +21,7 @@ use crate::{db, kafka, scheduler};
 
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let mut config = Config::load(cli.config.as_deref())?;
+    let (mut config, origins) = Config::load_with_origins(cli.config.as_deref())?;
     match cli.command {
         Command::Run { roles } => {
             let roles = if roles.is_empty() {
@@ -70,7 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Config {
             command: ConfigCommand::Show,
-        } => print!("{}", config.to_redacted_toml()),
+        } => print!("{}", output::config_show(&config, &origins)),
         Command::Health => return health(&config).await,
         Command::Schedules {
             command: SchedulesCommand::Check { dir },

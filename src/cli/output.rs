@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 use comfy_table::Table;
 use comfy_table::presets::NOTHING;
 
+use crate::config::{Config, Origins};
 use crate::pg::backup::{BackupReport, Listed};
 use crate::pg::drill::DrillReport;
 use crate::pipeline::fetch::FetchReport;
@@ -254,6 +255,43 @@ pub fn backups_table(listed: &[Listed]) -> String {
         ],
     });
     table(header, rows)
+}
+
+/// `config show`: the configuration in effect as TOML, secrets redacted, each value followed by a
+/// comment saying where it came from (default, file and line, environment variable).
+pub fn config_show(config: &Config, origins: &Origins) -> String {
+    let rendered = toml::to_string_pretty(&config.redacted())
+        .unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    let mut text = String::from(
+        "# the configuration in effect, secrets redacted; after each value, where it came from\n",
+    );
+    let mut section = String::new();
+    let lines: Vec<&str> = rendered.lines().collect();
+    let width = lines
+        .iter()
+        .map(|l| l.len())
+        .filter(|&n| n <= 48)
+        .max()
+        .unwrap_or(0);
+    for line in lines {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{name}.");
+        }
+        let key = line.split_once(" = ").map(|(key, _)| key).filter(|key| {
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        match key {
+            Some(key) => {
+                let origin = origins.of(&format!("{section}{key}"));
+                text.push_str(&format!("{line:<width$}  # {origin}\n"));
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
 }
 
 #[cfg(test)]
