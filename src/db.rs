@@ -121,11 +121,15 @@ pub enum AdvisoryLock<'a> {
     Schedule(&'a str),
     /// Base backups of the server (`'upbk'`, 0): one at a time, across replicas and the command line.
     Backup,
+    /// Replays of one dead-letter topic (`'updl'`, `hashtext(topic)`): one at a time, so no letter is sent
+    /// twice by two replays at once.
+    DlqReplay(&'a str),
 }
 
 impl AdvisoryLock<'_> {
     const SCHEDULE_CLASS: i32 = 0x7570_6970;
     const BACKUP_CLASS: i32 = 0x7570_626b;
+    const DLQ_REPLAY_CLASS: i32 = 0x7570_646c;
 
     /// Takes the lock on `session` without waiting: exclusive, or shared with other shared holders.
     /// `false` when someone else holds it.
@@ -137,6 +141,7 @@ impl AdvisoryLock<'_> {
         let (class, name) = match self {
             AdvisoryLock::Schedule(name) => (Self::SCHEDULE_CLASS, Some(name)),
             AdvisoryLock::Backup => (Self::BACKUP_CLASS, None),
+            AdvisoryLock::DlqReplay(topic) => (Self::DLQ_REPLAY_CLASS, Some(topic)),
         };
         let query = if exclusive {
             sqlx::query_scalar("SELECT pg_try_advisory_lock($1, coalesce(hashtext($2), 0))")

@@ -166,3 +166,110 @@ fn config_show_says_where_each_value_came_from_and_never_shows_the_secret() {
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn bash_completes_commands_and_flags_from_the_script_userpipe_prints() {
+    // A broken configuration does not stand in the way: completions need none.
+    let out = userpipe_with(
+        &["completions", "bash"],
+        &[("USERPIPE_SINK__BATCHSIZE", "1")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("userpipe.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // What bash offers after each line, as it does when Tab is pressed.
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; \
+             _userpipe userpipe '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .expect("run bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(complete("userpipe dlq re"), ["replay"]);
+    assert!(complete("userpipe dlq replay --d").contains(&"--dry-run".to_owned()));
+    assert!(complete("userpipe comp").contains(&"completions".to_owned()));
+    for shell in ["zsh", "fish"] {
+        let out = userpipe(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            script.contains("dry-run") && script.contains("replay"),
+            "{shell}: {script}"
+        );
+    }
+}
+
+#[test]
+fn the_manual_pages_describe_every_command_with_its_example() {
+    let out = userpipe(&["man"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(page.contains(".TH userpipe 1"), "{page}");
+    assert!(page.contains("dlq"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = userpipe(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay = std::fs::read_to_string(dir.path().join("userpipe-dlq-replay.1")).unwrap();
+    assert!(replay.contains("\\-\\-dry\\-run"), "{replay}");
+    assert!(
+        replay.contains("userpipe dlq replay enriched_users_info_randomtopics.dlq"),
+        "{replay}"
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.lines().count() >= 30,
+        "a page per command:\n{listed}"
+    );
+}
+
+#[test]
+fn every_command_s_help_ends_with_an_example() {
+    for args in [
+        &["--help"][..],
+        &["dlq", "show", "--help"],
+        &["backup", "run", "--help"],
+    ] {
+        let out = userpipe(args);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0));
+        let last = help.trim_end().lines().rev().take(2).collect::<Vec<_>>();
+        assert_eq!(last[1], "Example:", "{args:?}:\n{help}");
+        assert!(
+            last[0].trim_start().starts_with("userpipe "),
+            "{args:?}:\n{help}"
+        );
+    }
+}
