@@ -185,12 +185,16 @@ pub enum AdvisoryLock<'a> {
     Backup,
     /// A process that journals runs (`'upow'`, its owner key), held for its lifetime: free means it is gone.
     Owner(i32),
+    /// Replays of one dead-letter topic (`'updl'`, `hashtext(topic)`): one at a time, so no letter is sent
+    /// twice by two replays at once.
+    DlqReplay(&'a str),
 }
 
 impl<'a> AdvisoryLock<'a> {
     const SCHEDULE_CLASS: i32 = 0x7570_6970;
     const BACKUP_CLASS: i32 = 0x7570_626b;
     const OWNER_CLASS: i32 = 0x7570_6f77;
+    const DLQ_REPLAY_CLASS: i32 = 0x7570_646c;
 
     /// The class, and the key or the name whose `hashtext` is the key.
     fn keys(self) -> (i32, Option<&'a str>, i32) {
@@ -198,6 +202,7 @@ impl<'a> AdvisoryLock<'a> {
             AdvisoryLock::Schedule(name) => (Self::SCHEDULE_CLASS, Some(name), 0),
             AdvisoryLock::Backup => (Self::BACKUP_CLASS, None, 0),
             AdvisoryLock::Owner(key) => (Self::OWNER_CLASS, None, key),
+            AdvisoryLock::DlqReplay(topic) => (Self::DLQ_REPLAY_CLASS, Some(topic), 0),
         }
     }
 

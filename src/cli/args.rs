@@ -94,15 +94,61 @@ pub enum Command {
         command: BackupCommand,
     },
     /// Job runs: list the recent ones (default), show one, print its log, or run a schedule now
-    #[command(
-        args_conflicts_with_subcommands = true,
-        after_help = "Examples:\n  userpipe jobs --status failed --since 1d\n  userpipe jobs --schedule base-backup --json | jq .error"
-    )]
+    #[command(args_conflicts_with_subcommands = true)]
     Jobs {
         #[command(subcommand)]
         command: Option<JobsCommand>,
         #[command(flatten)]
         list: JobsList,
+    },
+    /// Dead letters: what was set aside and why, and sending it back once the cause is fixed
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Print a shell completion script: source it, or install it where the shell looks
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a folder
+    Man {
+        /// Write userpipe.1, userpipe-run.1, ... into this folder instead
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Each dead-letter topic of the pipeline: its letters by stage and reason, how many were replayed,
+    /// the oldest and the newest
+    List,
+    /// The letters of a dead-letter topic, oldest first: origin, stage, reason, time, a payload excerpt
+    Show {
+        /// The dead-letter topic, e.g. users_info.dlq
+        topic: String,
+        /// Only letters whose error (or reason) holds this text, in any case
+        #[arg(long)]
+        reason: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// JSON lines with the whole payload (an excerpt when stdout is a terminal)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send letters back to their origin topic, each with a header naming the letter; a letter is sent
+    /// once, however often this runs
+    Replay {
+        /// The dead-letter topic, e.g. users_info.dlq
+        topic: String,
+        /// Only letters whose error (or reason) holds this text, in any case
+        #[arg(long)]
+        reason: Option<String>,
+        /// Say what would be sent, and send nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -137,7 +183,6 @@ pub struct JobsList {
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Every attempt of one run
-    #[command(after_help = "Example:\n  userpipe jobs show 0b7e6c1a-3f2d-4c55-9a51-2f0e4d8c9b10")]
     Show {
         run_id: Uuid,
         /// One JSON object per line instead of text
@@ -145,9 +190,6 @@ pub enum JobsCommand {
         json: bool,
     },
     /// The run's own log: its events and the output of the programs it started (its last 1000 lines)
-    #[command(
-        after_help = "Examples:\n  userpipe jobs logs 0b7e6c1a-3f2d-4c55-9a51-2f0e4d8c9b10\n  userpipe jobs logs --follow \"$(userpipe jobs --schedule base-backup --limit 1 --json | jq -r .run_id)\""
-    )]
     Logs {
         run_id: Uuid,
         /// Keep printing new lines until the run is over
@@ -158,7 +200,6 @@ pub enum JobsCommand {
         json: bool,
     },
     /// Run a schedule now (trigger `manual`), under the same overlap guard as scheduled runs
-    #[command(after_help = "Example:\n  userpipe jobs run fetch-users")]
     Run { schedule: String },
 }
 
@@ -237,6 +278,6 @@ pub enum DbCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print the effective configuration, secrets redacted
+    /// Print the configuration in effect, secrets redacted, with where each value came from
     Show,
 }

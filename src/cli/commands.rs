@@ -7,23 +7,38 @@ use anyhow::Context;
 use uuid::Uuid;
 
 use super::args::{
-    BackupCommand, Cli, Command, ConfigCommand, DbCommand, PgconfCommand, SchedulesCommand,
+    BackupCommand, Cli, Command, ConfigCommand, DbCommand, DlqCommand, PgconfCommand,
+    SchedulesCommand,
 };
 use super::exit::{Outcome, success_if};
 use super::process::{shutdown_on_signal, until_signal};
-use super::{jobs, output};
+use super::{help, jobs, output};
 use crate::app::{self, Role};
 use crate::bench::{self, BenchOptions};
 use crate::config::Config;
 use crate::pg::restore::{self, Target};
 use crate::pg::{backup, conf, drill};
-use crate::pipeline::{fetch, topics};
+use crate::pipeline::{dlq, fetch, topics};
 use crate::{db, kafka, scheduler};
 
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let mut config = Config::load(cli.config.as_deref())?;
+    // What is made from the command line alone needs no configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            help::completions(*shell, &mut std::io::stdout())?;
+            return Ok(Outcome::Success);
+        }
+        Command::Man { dir } => {
+            help::man(dir.as_deref(), &mut std::io::stdout())?;
+            return Ok(Outcome::Success);
+        }
+        _ => {}
+    }
+    let (mut config, origins) = Config::load_with_origins(cli.config.as_deref())?;
     match cli.command {
+        Command::Completions { .. } | Command::Man { .. } => {}
+        Command::Dlq { command } => dead_letters(&config, command).await?,
         Command::Run { roles } => {
             let roles = if roles.is_empty() {
                 Role::ALL.to_vec()
@@ -71,7 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Config {
             command: ConfigCommand::Show,
-        } => print!("{}", config.to_redacted_toml()),
+        } => print!("{}", output::config_show(&config, &origins)),
         Command::Health => return health(&config).await,
         Command::Schedules {
             command: SchedulesCommand::Check { dir },
@@ -84,6 +99,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Jobs { command, list } => return jobs::run(&config, command, &list).await,
     }
     Ok(Outcome::Success)
+}
+
+/// `dlq list | show | replay`.
+async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
+    let terminal = |stream: &dyn std::io::IsTerminal| stream.is_terminal();
+    match command {
+        DlqCommand::List => {
+            let (summaries, unrecorded) = dlq::list(config).await?;
+            print!("{}", output::dlq_list(&summaries));
+            if let Some(error) = unrecorded {
+                eprintln!("userpipe: replays not shown, the replay record cannot be read: {error}");
+            }
+        }
+        DlqCommand::Show {
+            topic,
+            reason,
+            limit,
+            json,
+        } => {
+            let (shown, total, unrecorded) =
+                dlq::show(config, &topic, reason.as_deref(), limit).await?;
+            let excerpt = !json || terminal(&std::io::stdout());
+            for letter in &shown {
+                if json {
+                    println!("{}", output::dlq_letter_json(letter, excerpt));
+                } else {
+                    print!("{}", output::dlq_letter(letter));
+                }
+            }
+            if !json {
+                println!("{} of {total} letter(s) of {topic}", shown.len());
+            }
+            if let Some(error) = unrecorded {
+                eprintln!("userpipe: replays not shown, the replay record cannot be read: {error}");
+            }
+        }
+        DlqCommand::Replay {
+            topic,
+            reason,
+            dry_run,
+        } => {
+            let progress = terminal(&std::io::stderr());
+            let shutdown = shutdown_on_signal();
+            let report = dlq::replay(
+                config,
+                &topic,
+                reason.as_deref(),
+                dry_run,
+                progress,
+                &shutdown,
+            )
+            .await?;
+            print!("{}", output::dlq_replay(&report));
+            if shutdown.is_cancelled() {
+                anyhow::bail!(
+                    "stopped by a signal; what was sent is recorded, run again for the rest"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `schedules check`: fails when any file is invalid.

@@ -1,21 +1,20 @@
-//! The command line: [`args`] (clap), [`commands`] (what each command does; the `jobs` family in
-//! [`jobs`]), [`output`] (what it prints), [`exit`] (exit codes, decided in one place), [`process`]
-//! (logging and the shutdown signal).
+//! The command line: [`args`] (clap), [`help`] (examples, completions, manual pages), [`commands`] (what
+//! each command does; the `jobs` family in [`jobs`]), [`output`] (what it prints), [`exit`] (exit codes,
+//! decided in one place), [`process`] (logging and the shutdown signal).
 
 pub mod args;
 pub mod commands;
 pub mod exit;
+pub mod help;
 pub mod jobs;
 pub mod output;
 pub mod process;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// The binary's entry: parses arguments, runs the command, prints an error chain and sets the exit code.
 pub fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = help::parse();
     process::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
 use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 
@@ -94,6 +94,21 @@ pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer<Lag
             group: group.to_owned(),
         })
         .with_context(|| format!("cannot create a kafka consumer for {brokers}"))
+}
+
+/// A consumer that reads the partitions it is assigned and never commits: for reading a topic whole
+/// (the dead-letter tools), leaving no trace in the cluster.
+pub fn reader(brokers: &str) -> anyhow::Result<BaseConsumer> {
+    base_config(brokers)
+        // librdkafka wants a group for a consumer; nothing is committed to it.
+        .set("group.id", "userpipe-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .set("queued.max.messages.kbytes", "8192")
+        .create()
+        .with_context(|| format!("cannot create a kafka reader for {brokers}"))
 }
 
 /// A client kept for readiness checks: can the broker be reached now?

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,11 @@ pub mod header {
     pub const ORIGIN_OFFSET: &str = "userpipe.origin.offset";
     /// On a dead letter whose payload was too large for the dead-letter topic: why it is empty.
     pub const PAYLOAD_DROPPED: &str = "userpipe.payload_dropped";
+    /// On a message `dlq replay` sent back, and on its dead letter should it fail again: the dead letter
+    /// it came from, as `topic/partition/offset`.
+    pub const REPLAYED_FROM: &str = "userpipe.replayed_from";
+    /// Beside `REPLAYED_FROM`: why it was set aside before, newest first, separated by ` | `.
+    pub const PREVIOUS_ERROR: &str = "userpipe.previous_error";
 }
 
 /// A record to produce. Owned, so a failed delivery can be sent again.
@@ -35,7 +40,8 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// The dead letter of `message`: its key and payload unchanged, the reason and origin in headers.
+    /// The dead letter of `message`: its key and payload unchanged, the reason and origin in headers, and,
+    /// for a message `dlq replay` sent back, the dead letter it came from and the reasons before.
     /// Logs where the message came from and why it is set aside.
     pub fn dead_letter(message: &OwnedMessage, topic: &str, stage: &str, error: &str) -> Self {
         warn!(
@@ -46,17 +52,23 @@ impl Outbound {
             offset = message.offset(),
             error
         );
+        let mut headers = vec![
+            (header::ERROR, error.to_owned()),
+            (header::STAGE, stage.to_owned()),
+            (header::ORIGIN_TOPIC, message.topic().to_owned()),
+            (header::ORIGIN_PARTITION, message.partition().to_string()),
+            (header::ORIGIN_OFFSET, message.offset().to_string()),
+        ];
+        for carried in [header::REPLAYED_FROM, header::PREVIOUS_ERROR] {
+            if let Some(value) = header_text(message, carried) {
+                headers.push((carried, value));
+            }
+        }
         Self {
             topic: topic.to_owned(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers: vec![
-                (header::ERROR, error.to_owned()),
-                (header::STAGE, stage.to_owned()),
-                (header::ORIGIN_TOPIC, message.topic().to_owned()),
-                (header::ORIGIN_PARTITION, message.partition().to_string()),
-                (header::ORIGIN_OFFSET, message.offset().to_string()),
-            ],
+            headers,
         }
     }
 
@@ -76,6 +88,17 @@ impl Outbound {
         }
         record
     }
+}
+
+/// The value of header `name` of `message`, as text (the last one, should there be several).
+pub fn header_text(message: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Produces every record and waits until each is acknowledged, sending failed ones again with backoff.

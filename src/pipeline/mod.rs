@@ -6,10 +6,12 @@
 //! - [`stages`]: the `timestamp` and `tags` enrichment stages.
 //! - [`sink`]: enriched users -> `random_users`, batched and idempotent.
 //! - [`topics`]: the topics the pipeline needs, and creating them.
+//! - [`dlq`]: the dead-letter tools: list, show, and replay once the cause is fixed.
 //!
 //! May use the shared plumbing (config, kafka, db, retry, metrics); never `scheduler` or `pg`. A fetch run
 //! returns its report; whoever runs it (the scheduler, the command line) decides what it means.
 
+pub mod dlq;
 pub mod fetch;
 pub mod record;
 pub mod sink;

@@ -53,7 +53,7 @@ impl Pipeline {
 }
 
 /// `n` users as `fetch` would publish them, from a seeded generator.
-fn generated_users(n: usize, seed: u64, run: Option<Uuid>) -> Vec<Object> {
+pub fn generated_users(n: usize, seed: u64, run: Option<Uuid>) -> Vec<Object> {
     let mut generator = Generator::new(Some(seed));
     (0..n)
         .map(|_| {
@@ -72,7 +72,7 @@ fn outbound(topic: &str, user: &Object) -> Outbound {
     }
 }
 
-async fn publish_users(config: &Config, users: &[Object]) {
+pub async fn publish_users(config: &Config, users: &[Object]) {
     let producer = kafka::producer(&config.kafka).unwrap();
     for chunk in users.chunks(5000) {
         let records: Vec<Outbound> = chunk
@@ -85,7 +85,7 @@ async fn publish_users(config: &Config, users: &[Object]) {
     }
 }
 
-async fn wait_for_rows(pool: &PgPool, n: i64, timeout: Duration) {
+pub async fn wait_for_rows(pool: &PgPool, n: i64, timeout: Duration) {
     wait_for(&format!("{n} rows"), timeout, || async {
         (row_count(pool).await >= n).then_some(())
     })

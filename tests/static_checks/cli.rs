@@ -1,4 +1,5 @@
-//! The command line, checked without the stack: exit codes against README.md's table, clap's usage error.
+//! The command line, checked without the stack: exit codes against README.md's table, clap's usage error,
+//! `config show` and the environment.
 
 use std::process::{Command, Output};
 
@@ -7,7 +8,7 @@ use userpipe::cli::exit;
 
 use crate::deploy::markdown_section;
 
-fn readme_section(title: &str) -> String {
+pub(crate) fn readme_section(title: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("read README.md");
     markdown_section(&readme, title)
@@ -37,13 +38,22 @@ pub(crate) fn table_rows(section: &str) -> Vec<Vec<String>> {
 
 /// Runs the binary with `args`, with no configuration from the environment.
 pub(crate) fn userpipe(args: &[&str]) -> Output {
+    userpipe_with(args, &[])
+}
+
+/// Runs the binary with `args` and, of the configuration's variables, only `vars`.
+pub(crate) fn userpipe_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_userpipe"));
     for (name, _) in std::env::vars() {
-        if name.starts_with("USERPIPE_") || name == "DATABASE_URL" {
+        if name.starts_with("USERPIPE_") || name.starts_with("DATABASE_URL") {
             command.env_remove(name);
         }
     }
-    command.args(args).output().expect("run userpipe")
+    command
+        .envs(vars.iter().copied())
+        .args(args)
+        .output()
+        .expect("run userpipe")
 }
 
 #[test]
@@ -77,4 +87,189 @@ fn a_usage_error_exits_with_clap_s_code_and_says_what_was_wrong() {
     }
     assert_ne!(exit::DRIFT, exit::USAGE);
     assert_ne!(exit::RESTART_NEEDED, exit::USAGE);
+}
+
+#[test]
+fn config_show_says_where_each_value_came_from_and_never_shows_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("userpipe.toml");
+    std::fs::write(&file, "# mine\n[kafka]\npartitions = 6\n").unwrap();
+    let secret = dir.path().join("database_url");
+    std::fs::write(&secret, "postgres://u:hunter2@db:5432/x\n").unwrap();
+    let (file, secret) = (file.to_str().unwrap(), secret.to_str().unwrap());
+    let out = userpipe_with(
+        &["--config", file, "config", "show"],
+        &[
+            ("USERPIPE_SINK__BATCH_SIZE", "77"),
+            ("USERPIPE_DATABASE__URL_FILE", secret),
+            ("USERPIPE_KAFKA_BROKERS", "kafka:9092"),
+            ("USERPIPE_STACK_DIR", "/not/a/key"),
+        ],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |key: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no {key} in\n{shown}"))
+    };
+    assert_eq!(
+        line("partitions"),
+        format!("partitions = 6 # file {file}:3")
+    );
+    let ends = |start: &str, end: &str| {
+        shown
+            .lines()
+            .any(|l| l.starts_with(start) && l.ends_with(end))
+    };
+    assert!(ends("linger = \"20ms\"", "# default"), "{shown}");
+    assert!(
+        shown.lines().any(|l| l.starts_with("batch_size = 77")
+            && l.ends_with("# environment USERPIPE_SINK__BATCH_SIZE")),
+        "{shown}"
+    );
+    assert_eq!(
+        line("brokers"),
+        "brokers = \"kafka:9092\" # environment USERPIPE_KAFKA_BROKERS"
+    );
+    assert_eq!(
+        line("url"),
+        format!(
+            "url = \"postgres://u:***@db:5432/x\" # environment USERPIPE_DATABASE__URL_FILE ({secret})"
+        )
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        userpipe::config::Config::parse(&shown).is_ok(),
+        "what it shows reads as a configuration file"
+    );
+
+    let out = userpipe_with(
+        &["--config", file, "config", "show"],
+        &[
+            ("USERPIPE_SINK__BATCHSIZE", "77"),
+            ("USERPIPE_DATABASE__URL", "postgres://u:hunter2@db/x"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("USERPIPE_SINK__BATCHSIZE: unknown field `batchsize`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn bash_completes_commands_and_flags_from_the_script_userpipe_prints() {
+    // A broken configuration does not stand in the way: completions need none.
+    let out = userpipe_with(
+        &["completions", "bash"],
+        &[("USERPIPE_SINK__BATCHSIZE", "1")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("userpipe.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // What bash offers after each line, as it does when Tab is pressed.
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; \
+             _userpipe userpipe '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .expect("run bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(complete("userpipe dlq re"), ["replay"]);
+    assert!(complete("userpipe dlq replay --d").contains(&"--dry-run".to_owned()));
+    assert!(complete("userpipe comp").contains(&"completions".to_owned()));
+    for shell in ["zsh", "fish"] {
+        let out = userpipe(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            script.contains("dry-run") && script.contains("replay"),
+            "{shell}: {script}"
+        );
+    }
+}
+
+#[test]
+fn the_manual_pages_describe_every_command_with_its_example() {
+    let out = userpipe(&["man"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(page.contains(".TH userpipe 1"), "{page}");
+    assert!(page.contains("dlq"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = userpipe(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay = std::fs::read_to_string(dir.path().join("userpipe-dlq-replay.1")).unwrap();
+    assert!(replay.contains("\\-\\-dry\\-run"), "{replay}");
+    assert!(
+        replay.contains("userpipe dlq replay enriched_users_info_randomtopics.dlq"),
+        "{replay}"
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.lines().count() >= 30,
+        "a page per command:\n{listed}"
+    );
+}
+
+#[test]
+fn every_command_s_help_ends_with_an_example() {
+    for args in [
+        &["--help"][..],
+        &["dlq", "show", "--help"],
+        &["backup", "run", "--help"],
+    ] {
+        let out = userpipe(args);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0));
+        let last = help.trim_end().lines().rev().take(2).collect::<Vec<_>>();
+        assert_eq!(last[1], "Example:", "{args:?}:\n{help}");
+        assert!(
+            last[0].trim_start().starts_with("userpipe "),
+            "{args:?}:\n{help}"
+        );
+    }
 }

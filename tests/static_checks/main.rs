@@ -4,5 +4,6 @@
 
 mod alerts;
 mod cli;
+mod config;
 mod deploy;
 mod layering;

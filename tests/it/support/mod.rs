@@ -339,6 +339,31 @@ impl Drop for Userpipe {
     }
 }
 
+/// Runs `userpipe --config <file> <args>` to its end with `config` written to a file in `dir`, and no
+/// configuration from this process's environment.
+pub fn userpipe_output(config: &Config, dir: &Path, args: &[&str]) -> std::process::Output {
+    let config_file = dir.join(format!("{}.toml", unique("userpipe")));
+    std::fs::write(
+        &config_file,
+        toml::to_string(config).expect("render the config"),
+    )
+    .expect("write the config");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"));
+    for (name, _) in std::env::vars() {
+        let setting = name.starts_with("USERPIPE_") || name.starts_with("DATABASE_URL");
+        if setting && !userpipe::config::PROCESS_VARIABLES.contains(&name.as_str()) {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("--config")
+        .arg(&config_file)
+        .args(args)
+        .env("USERPIPE_LOG", "warn")
+        .output()
+        .expect("run userpipe")
+}
+
 /// Messages in `group` not yet committed on `topic`, and the messages in `topic`.
 pub fn lag_and_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> (i64, i64) {
     let consumer: StreamConsumer = userpipe::kafka::base_config(brokers)
