@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 /// Environment variables that override keys of the file, in the order they are applied.
-pub const ENV_OVERRIDES: [(&str, &str); 12] = [
+pub const ENV_OVERRIDES: [(&str, &str); 13] = [
     ("USERPIPE_KAFKA_BROKERS", "kafka.brokers"),
     ("USERPIPE_KAFKA_COMPRESSION", "kafka.compression"),
     ("DATABASE_URL", "database.url"),
@@ -41,6 +41,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 12] = [
     ("USERPIPE_GROUP_PREFIX", "kafka.group_prefix"),
     ("USERPIPE_SCHEDULES", "scheduler.dir"),
     ("USERPIPE_HTTP_ADDR", "http.listen"),
+    ("USERPIPE_HTTP_TOKEN", "http.token"),
     ("USERPIPE_BACKUP_DIR", "backup.dir"),
     ("USERPIPE_WAL_ARCHIVE", "backup.wal_archive"),
     ("USERPIPE_PG_BIN", "backup.pg_bin"),
@@ -101,6 +102,7 @@ impl Config {
                 "pgconf.file" => self.pgconf.file = PathBuf::from(value),
                 "http.listen" => self.http.listen = value,
                 "notify.url" => self.notify.url = Secret::new(value),
+                "http.token" => self.http.token = Secret::new(value),
                 other => bail!("no override for {other}"),
             }
         }
@@ -195,6 +197,9 @@ impl Config {
         let mut shown = self.clone();
         shown.database.url = Secret::new(redact_url(self.database.url.expose()));
         shown.notify.url = Secret::new(redact_webhook(self.notify.url.expose()));
+        if !self.http.token.expose().is_empty() {
+            shown.http.token = Secret::new("[redacted]");
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
@@ -337,9 +342,16 @@ mod tests {
     fn secrets_never_print() {
         let mut config = Config::default();
         config.database.url = Secret::new("postgres://u:hunter2@db:5432/x");
+        config
+            .apply_env(|name| (name == "USERPIPE_HTTP_TOKEN").then(|| "s3cr3t-token".into()))
+            .unwrap();
+        assert_eq!(config.http.token.expose(), "s3cr3t-token");
         assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{config:?}").contains("s3cr3t"));
         let shown = config.to_redacted_toml();
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("token = \"[redacted]\""), "{shown}");
         assert!(shown.contains("postgres://u:***@db:5432/x"), "{shown}");
         let query = redact_url("postgres://u@db:5432/x?sslmode=require&password=hunter2");
         assert_eq!(query, "postgres://u:***@db:5432/x?sslmode=require");

@@ -1,4 +1,5 @@
-//! `/healthz` (the process is alive) and `/readyz` (Kafka and PostgreSQL reachable, every role running).
+//! `/healthz` (the process is alive), `/readyz` (Kafka and PostgreSQL reachable, every role running), and
+//! `/api/readiness`, the same verdict always answered with 200 for the status page.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,23 @@ pub struct Readiness {
 }
 
 pub async fn readyz(State(state): State<HttpState>) -> Response {
+    let readiness = readiness(&state).await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}
+
+/// `GET /api/readiness`: what `/readyz` says, with 200 whatever the verdict (a page asking it every few
+/// seconds should not log a failed request each time).
+pub async fn api_readiness(State(state): State<HttpState>) -> Json<Readiness> {
+    Json(readiness(&state).await)
+}
+
+/// Asks Kafka and PostgreSQL, and reads which roles run.
+pub async fn readiness(state: &HttpState) -> Readiness {
     let kafka = match Probe::check(&state.kafka, CHECK_TIMEOUT).await {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("unreachable: {e}"),
@@ -43,19 +61,10 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
         .collect();
     let ready =
         kafka == "ok" && !postgresql.starts_with("unreachable") && roles.values().all(|r| *r);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(Readiness {
-            ready,
-            kafka,
-            postgresql,
-            roles,
-        }),
-    )
-        .into_response()
+    Readiness {
+        ready,
+        kafka,
+        postgresql,
+        roles,
+    }
 }

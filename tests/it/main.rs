@@ -11,4 +11,5 @@ mod pipeline;
 mod runs;
 mod scheduler;
 mod smoke;
+mod status;
 mod support;

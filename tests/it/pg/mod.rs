@@ -6,5 +6,5 @@ mod archive_script;
 mod backup;
 mod conf;
 mod drill;
-mod helpers;
+pub mod helpers;
 mod logs;

@@ -1,6 +1,7 @@
 //! Test helpers: a private topic prefix and consumer group per test, a fresh database per test, and
 //! waiting for conditions with a bound.
 
+pub mod browser;
 pub mod cluster;
 pub mod randomuser;
 
@@ -323,6 +324,24 @@ impl Userpipe {
     /// What it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of its HTTP endpoints (`http://127.0.0.1:<port>`), once it logged that it listens.
+    pub async fn http_base(&self) -> String {
+        const LISTENING: &str = "http endpoints listening address=";
+        wait_for(
+            "userpipe to log its http address",
+            Duration::from_secs(30),
+            || {
+                let log = self.log_text();
+                let address = log.lines().find_map(|line| {
+                    let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
+                    Some(rest.split_whitespace().next()?.to_owned())
+                });
+                async move { address.map(|a| format!("http://{a}")) }
+            },
+        )
+        .await
     }
 }
 
