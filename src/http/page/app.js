@@ -460,11 +460,10 @@ function niceMax(values) {
   return [1, 2, 2.5, 5, 10].map((m) => m * step).find((v) => v >= max);
 }
 
-// A line chart of `series` (with an optional dashed `second`) over the hour ending at `end`.
-function chartSvg(at, series, second, end) {
-  const start = end - 3600000;
+// A line chart of `series` (with an optional dashed `second`) over the window from `start` to `end`.
+function chartSvg(at, series, second, start, end) {
   const max = niceMax(series.concat(second || []));
-  const x = (t) => (((t - start) / 3600000) * CHART_W).toFixed(1);
+  const x = (t) => (((t - start) / (end - start)) * CHART_W).toFixed(1);
   const y = (v) => (CHART_H - 2 - (v / max) * (CHART_H - 6)).toFixed(1);
   const paths = (values) => {
     const segments = [];
@@ -496,19 +495,22 @@ function chartSvg(at, series, second, end) {
   return { svg: parts.join(''), max };
 }
 
-function figureHtml(stage, name, title, unit, at, values, second, end) {
+function figureHtml(stage, name, title, unit, at, values, second, start, end) {
   const now = values.length ? values[values.length - 1] : null;
-  const { svg, max } = chartSvg(at, values, second, end);
+  const { svg, max } = chartSvg(at, values, second, start, end);
   const secondNote = second ? ' · <span class="st-succeeded">- - rows/s</span>' : '';
   return `<figure class="chart" data-stage="${stage}" data-series="${name}" data-now="${now ?? ''}">
     <figcaption><span>${title}${secondNote}</span><span>max ${fmtNum(max, 2)}${unit}</span></figcaption>
     <svg viewBox="0 0 ${CHART_W} ${CHART_H}" preserveAspectRatio="none" role="img" aria-label="${esc(`${stage} ${title}, now ${now ?? 'unknown'}`)}">${svg}</svg>
-    <figcaption><span>−60 min</span><span>now</span></figcaption>
+    <figcaption><span>−${end - start < 120000 ? `${Math.round((end - start) / 1000)} s` : `${Math.round((end - start) / 60000)} min`}</span><span>now</span></figcaption>
   </figure>`;
 }
 
 function drawPipeline(p) {
+  // The last hour, or the time since the first sample when the process is younger than that.
   const end = p.at.length ? Math.max(p.at[p.at.length - 1], Date.now() - 1000) : Date.now();
+  const first = p.at.length ? p.at[0] - p.sample_every_seconds * 1000 : end - 3600000;
+  const start = Math.max(end - 3600000, Math.min(first, end - 60000));
   const cards = p.stages.map((s) => {
     const last = (values) => (values.length ? values[values.length - 1] : null);
     const rate = last(s.rate);
@@ -525,8 +527,8 @@ function drawPipeline(p) {
         <div class="figure"><b data-now="lag">${lag == null ? '—' : fmtNum(lag)}</b> <span>lag</span></div>
       </div>
       ${collecting}
-      ${figureHtml(s.stage, 'rate', 'messages per second', '/s', p.at, s.rate, s.rows, end)}
-      ${figureHtml(s.stage, 'lag', 'consumer lag (messages)', '', p.at, s.lag, null, end)}
+      ${figureHtml(s.stage, 'rate', 'messages per second', '/s', p.at, s.rate, s.rows, start, end)}
+      ${figureHtml(s.stage, 'lag', 'consumer lag (messages)', '', p.at, s.lag, null, start, end)}
     </div>`;
   });
   $('stages').innerHTML = cards.join('');

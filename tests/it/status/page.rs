@@ -29,7 +29,7 @@ fn write_schedule(dir: &Path, name: &str, text: &str) {
 
 /// `userpipe run` as a process with `config` (its schedules in `<dir>/schedules`), and its address.
 async fn run_userpipe(config: &Config, dir: &Path) -> (Userpipe, String) {
-    let userpipe = Userpipe::spawn(config, dir, "userpipe.log", &["run"]);
+    let mut userpipe = Userpipe::spawn(config, dir, "userpipe.log", &["run"]);
     let base = userpipe.http_base().await;
     (userpipe, base)
 }
@@ -378,14 +378,33 @@ async fn the_postgres_section_lists_a_backup_taken_by_the_cli_and_the_last_drill
     assert_eq!(listed.len(), 1);
     let id = listed[0].id.clone();
 
+    // The whole page at work, for the README's picture: users flowing, a drill at start, a fetch that
+    // fails at start, and a token so "Run now" shows.
     let schedules = ops.dir.path().join("schedules");
     std::fs::create_dir(&schedules).unwrap();
     write_schedule(
         &schedules,
         "restore-drill",
-        "job = \"restore-drill\"\ncron = \"@yearly\"\nrun_on_start = true\n",
+        "job = \"restore-drill\"\ncron = \"0 4 * * 6\"\nrun_on_start = true\n",
+    );
+    write_schedule(
+        &schedules,
+        "fetch-users",
+        "job = \"fetch-users\"\ncron = \"*/2 * * * * *\"\n[params]\nresults = 25\n",
+    );
+    write_schedule(
+        &schedules,
+        "fetch-mirror",
+        "job = \"fetch-users\"\ncron = \"@hourly\"\nrun_on_start = true\n[params]\nsource = \"http://127.0.0.1:9/api/\"\n",
+    );
+    write_schedule(
+        &schedules,
+        "base-backup",
+        "job = \"base-backup\"\ncron = \"0 2 * * 6\"\nenabled = false\n",
     );
     config.scheduler.dir = schedules;
+    config.fetch.max_attempts = 1;
+    config.http.token = userpipe::config::Secret::new("t0ken-for-the-page");
     let (mut process, base) = run_userpipe(&config, ops.dir.path()).await;
     let browser = Browser::start(&base, DESKTOP.0, DESKTOP.1).await;
     open_page(&browser, "/").await;
@@ -424,10 +443,46 @@ async fn the_postgres_section_lists_a_backup_taken_by_the_cli_and_the_last_drill
     assert_eq!(settings, "✓ in force");
     let archiver = browser.find("#archiver").await.text().await.unwrap();
     assert!(archiver.contains("✓ archiving keeps up"), "{archiver}");
+    wait_for(
+        "a non-zero timestamp rate",
+        Duration::from_secs(90),
+        || async {
+            chart_now(&browser, "timestamp", "rate")
+                .await
+                .filter(|r| *r > 0.0)
+        },
+    )
+    .await;
+    browser
+        .wait_for_js(
+            "the failed fetch on the timeline",
+            Duration::from_secs(30),
+            "return document.querySelectorAll('.row[data-schedule=\"fetch-mirror\"] rect.m.st-failed').length === 1;",
+        )
+        .await;
+    // A minute of samples, so the charts draw lines.
+    browser
+        .wait_for_js(
+            "four pipeline samples",
+            Duration::from_secs(120),
+            "return document.querySelector('figure[data-stage=\"timestamp\"][data-series=\"rate\"] polyline.line')\
+               ?.getAttribute('points').split(' ').length >= 4;",
+        )
+        .await;
     browser
         .js("document.getElementById('postgres').scrollIntoView();")
         .await;
     browser.screenshot("postgres-1280x800").await;
+
+    // The whole page in one picture.
+    let height = browser
+        .js("window.scrollTo(0, 0); return document.documentElement.scrollHeight;")
+        .await;
+    browser
+        .resize(DESKTOP.0, height.as_u64().unwrap() as u32)
+        .await;
+    open_page(&browser, "/").await;
+    browser.screenshot("overview-full-page").await;
     assert_clean(&browser).await;
 
     browser.quit().await;

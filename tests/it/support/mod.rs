@@ -326,22 +326,29 @@ impl Userpipe {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The address of its HTTP endpoints (`http://127.0.0.1:<port>`), once it logged that it listens.
-    pub async fn http_base(&self) -> String {
+    /// The address of its HTTP endpoints (`http://127.0.0.1:<port>`), once it logged that it listens;
+    /// panics with its log if it exits first or takes longer than 30 seconds.
+    pub async fn http_base(&mut self) -> String {
         const LISTENING: &str = "http endpoints listening address=";
-        wait_for(
-            "userpipe to log its http address",
-            Duration::from_secs(30),
-            || {
-                let log = self.log_text();
-                let address = log.lines().find_map(|line| {
-                    let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
-                    Some(rest.split_whitespace().next()?.to_owned())
-                });
-                async move { address.map(|a| format!("http://{a}")) }
-            },
-        )
-        .await
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log_text();
+            let address = log.lines().find_map(|line| {
+                let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
+                Some(rest.split_whitespace().next()?.to_owned())
+            });
+            if let Some(address) = address {
+                return format!("http://{address}");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("userpipe exited ({status}) before listening:\n{log}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "userpipe did not log its http address within 30s:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
