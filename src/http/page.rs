@@ -2,8 +2,11 @@
 //! from `src/http/page/` (no build step, no CDN). The script draws everything in the browser from the
 //! JSON endpoints under `/api/`; a Content-Security-Policy lets the page reach nothing but this server.
 
+use axum::body::Body;
+use axum::extract::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 /// Where the page may load from and connect to: this server only.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -23,7 +26,7 @@ pub const ASSETS: [(&str, &str, &str); 4] = [
     ("/favicon.svg", "image/svg+xml", FAVICON_SVG),
 ];
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(content_type: &'static str, body: impl Into<Body>) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -33,13 +36,24 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
 
-pub async fn index() -> Response {
-    asset(ASSETS[0].1, ASSETS[0].2)
+/// `GET /?range=24h|7d`: the page, preloading the timeline of the range it will draw first.
+#[derive(Debug, Deserialize)]
+pub struct IndexQuery {
+    pub range: Option<String>,
+}
+
+pub async fn index(Query(query): Query<IndexQuery>) -> Response {
+    let range = if query.range.as_deref() == Some("7d") {
+        "7d"
+    } else {
+        "24h"
+    };
+    asset(ASSETS[0].1, INDEX_HTML.replace("{range}", range))
 }
 
 pub async fn app_js() -> Response {

@@ -41,6 +41,8 @@ pub struct Timeline {
     /// Why the runs cannot be read (no database in this process, PostgreSQL down), if they cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runs_error: Option<String>,
+    /// What each run's values are, in order.
+    pub run_fields: [&'static str; 8],
 }
 
 /// The range's name and length.
@@ -101,6 +103,7 @@ pub async fn timeline(
         schedules,
         schedules_error,
         runs_error: runs.as_ref().err().cloned(),
+        run_fields: timeline::RUN_FIELDS,
     };
     let body = with_runs(&head, runs.as_deref().unwrap_or("[]"));
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -130,10 +133,12 @@ mod tests {
             schedules: Vec::new(),
             schedules_error: None,
             runs_error: None,
+            run_fields: timeline::RUN_FIELDS,
         };
-        let body = with_runs(&head, r#"[{"run_id":"x","status":"failed"}]"#);
+        let body = with_runs(&head, r#"[["x","fetch-users","failed"]]"#);
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(value["runs"][0]["status"], "failed");
+        assert_eq!(value["runs"][0][2], "failed");
+        assert_eq!(value["run_fields"][2], "status");
         assert_eq!(value["range"], "24h");
         assert_eq!(value["schedules"], serde_json::json!([]));
     }

@@ -70,12 +70,24 @@ pub fn schedule_rows(loaded: &Loaded, now: DateTime<Utc>, n: usize) -> Vec<Sched
     rows
 }
 
+/// The fields of each run in [`runs_json_since`], in order.
+pub const RUN_FIELDS: [&str; 8] = [
+    "run_id",
+    "schedule",
+    "status",
+    "trigger",
+    "attempts",
+    "started_at_ms",
+    "duration_ms",
+    "why",
+];
+
 /// The runs whose last attempt started at `since` or later, oldest first, as a JSON array made by
 /// PostgreSQL: one value for the whole range, rather than decoding and encoding thousands of rows one by
-/// one (a week of a minutely schedule is 10,000 runs, and the page asks every few seconds). One object per
-/// run (not per attempt):
+/// one (a week of a minutely schedule is 10,000 runs, and the page asks every few seconds). One array per
+/// run (not per attempt), its values in the order of [`RUN_FIELDS`] (half the bytes of objects):
 ///
-/// - `run_id`, `schedule`, `trigger`; `status`: its last attempt's; `attempts`: how many so far;
+/// - `run_id`, `schedule`; `status`: its last attempt's; `trigger`; `attempts`: how many so far;
 /// - `started_at_ms`: when its first attempt started, Unix milliseconds; `duration_ms`: from then until
 ///   its last attempt finished (`null` while that runs);
 /// - `why`: the last attempt's error, else its reason, cut to [`WHY_CHARS`] characters (or `null`).
@@ -89,7 +101,8 @@ pub async fn runs_json_since(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Res
         .context("cannot read the job runs of the timeline")?;
     sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     let runs = sqlx::query_scalar(
-        "SELECT coalesce(json_agg(r ORDER BY started_at_ms), '[]')::text FROM ( \
+        "SELECT coalesce(json_agg(json_build_array(run_id, schedule, status, trigger, attempts, \
+             started_at_ms, duration_ms, why) ORDER BY started_at_ms), '[]')::text FROM ( \
            SELECT j.run_id, j.schedule, j.status, j.trigger, j.attempt AS attempts, \
              round(date_part('epoch', first.started_at) * 1000)::bigint AS started_at_ms, \
              round(date_part('epoch', j.finished_at - first.started_at) * 1000)::bigint AS duration_ms, \

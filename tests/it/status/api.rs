@@ -225,11 +225,28 @@ async fn run_now_is_refused_without_a_configured_token_and_needs_it_as_a_bearer(
 
     let timeline = get_json(&format!("{base}/api/timeline")).await;
     assert_eq!(timeline["writable"], true);
-    let marks = timeline["runs"].as_array().unwrap();
-    assert_eq!(marks.len(), 1, "{timeline}");
-    assert_eq!(marks[0]["run_id"], run.run_id.to_string());
-    assert_eq!(marks[0]["status"], "succeeded");
-    assert_eq!(marks[0]["trigger"], "manual");
+    let runs = timeline["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{timeline}");
+    let field = |name: &str| {
+        let fields = timeline["run_fields"].as_array().unwrap();
+        let i = fields.iter().position(|f| f == name).unwrap();
+        runs[0][i].clone()
+    };
+    assert_eq!(field("run_id"), run.run_id.to_string());
+    assert_eq!(field("status"), "succeeded");
+    assert_eq!(field("trigger"), "manual");
+    assert_eq!(field("attempts"), 1);
+    // Rounded to the millisecond, where the journal's record truncates.
+    let close = |value: Value, want: i64| (value.as_i64().unwrap() - want).abs() <= 1;
+    assert!(
+        close(field("started_at_ms"), run.started_at.timestamp_millis()),
+        "{timeline}"
+    );
+    assert!(
+        close(field("duration_ms"), run.duration_ms.unwrap()),
+        "{timeline}"
+    );
+    assert_eq!(field("why"), Value::Null);
     let text = timeline.to_string();
     assert!(!text.contains(token), "the token is never shown");
     let broken = timeline["schedules"]

@@ -587,7 +587,13 @@ async fn with_ten_thousand_runs_the_data_answers_in_200_ms_and_the_page_renders_
              for (const p of document.querySelectorAll('#timeline path.m')) n += p.getAttribute('d').split('M').length - 1; \
              return n;")
         .await;
-    eprintln!("page with 10,000 runs rendered {rendered:.0} ms after navigation start");
+    let timings = browser
+        .js("return performance.getEntriesByType('resource').map(e => `${new URL(e.name).pathname} ${e.startTime.toFixed(0)}-${e.responseEnd.toFixed(0)} ms`)\
+             .concat(performance.getEntriesByType('measure').map(e => `${e.name} ${e.startTime.toFixed(0)}+${e.duration.toFixed(0)} ms`));")
+        .await;
+    eprintln!(
+        "page with 10,000 runs rendered {rendered:.0} ms after navigation start; its requests: {timings}"
+    );
     browser.screenshot("ten-thousand-runs-1280x800").await;
     assert_eq!(marks, 10_000, "one mark per run");
     assert!(
