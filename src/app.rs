@@ -9,13 +9,13 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::http::{self, HttpState, RoleState, Roles};
 use crate::pipeline::stages::{self, Stage};
 use crate::pipeline::{sink, topics};
-use crate::{db, kafka, scheduler};
+use crate::{db, scheduler};
 
 /// A long-running part of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,24 +109,15 @@ impl App {
     /// Runs the roles and the HTTP endpoints until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let roles = Arc::new(Roles::default());
-        let http = match self.listener {
-            None => None,
-            Some(listener) => {
-                let state = HttpState {
-                    kafka: Arc::new(kafka::Probe::new(&self.config.kafka.brokers)?),
-                    pool: self.pool.clone(),
-                    roles: roles.clone(),
-                    backup_dir: self.config.backup.dir.clone(),
-                };
-                let limits = http::Limits::from(&self.config.http);
-                Some(tokio::spawn(http::serve(
-                    listener,
-                    state,
-                    limits,
-                    shutdown.clone(),
-                )))
-            }
-        };
+        let mut http = None;
+        if let Some(listener) = self.listener {
+            let (state, writer) =
+                HttpState::new(&self.config, self.pool.clone(), roles.clone(), &shutdown)?;
+            let runs = state.runs.clone();
+            let limits = http::Limits::from(&self.config.http);
+            let server = tokio::spawn(http::serve(listener, state, limits, shutdown.clone()));
+            http = Some((server, runs, writer));
+        }
         let result = run_roles(
             &self.config,
             &self.roles,
@@ -136,8 +127,20 @@ impl App {
         )
         .await;
         shutdown.cancel();
-        if let Some(http) = http {
-            http.await.context("the http server panicked")??;
+        if let Some((server, runs, writer)) = http {
+            server.await.context("the http server panicked")??;
+            runs.close();
+            if tokio::time::timeout(crate::SHUTDOWN_GRACE, runs.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    message = "job runs asked for over http still going at shutdown are abandoned"
+                );
+            }
+            if let Some(writer) = writer {
+                writer.await.context("the journal writer panicked")?;
+            }
         }
         result
     }

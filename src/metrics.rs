@@ -3,6 +3,7 @@
 //! statistics; rendered by `GET /metrics` in the OpenMetrics text format. Names follow Prometheus's
 //! conventions: base units (`_seconds`, `_timestamp_seconds`), counters end in `_total`.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -115,6 +116,9 @@ pub struct Metrics {
     archiver: Arc<ArchiverCollector>,
     /// The sample names the registry exports, as Prometheus sees them.
     names: Vec<String>,
+    /// Each consumer group's lag summed over the partitions its member here owns, from the latest
+    /// statistics (`None`: it owns none). Not exported: the status page's charts read it.
+    group_lag: Mutex<HashMap<String, Option<i64>>>,
 }
 
 /// The process's metrics.
@@ -145,6 +149,7 @@ impl Metrics {
             notifications: Family::default(),
             archiver: Arc::default(),
             names: Vec::new(),
+            group_lag: Mutex::default(),
             registry: Registry::default(),
         };
         let mut registry = Names {
@@ -276,6 +281,39 @@ impl Metrics {
         }
     }
 
+    /// Records a consumer group's total lag from its latest statistics.
+    pub fn set_group_lag(&self, group: &str, lag: Option<i64>) {
+        self.group_lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group.to_owned(), lag);
+    }
+
+    /// A consumer group's total lag over the partitions its member in this process owns; `None` before
+    /// its first statistics or while it owns no partition.
+    pub fn group_lag(&self, group: &str) -> Option<i64> {
+        self.group_lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(group)
+            .copied()
+            .flatten()
+    }
+
+    /// A stage's counts so far in this process (zeros before it counted anything).
+    pub fn stage_totals(&self, stage: &str) -> StageTotals {
+        let labels = StageLabels {
+            stage: stage.to_owned(),
+        };
+        let read =
+            |family: &Family<StageLabels, Counter>| family.get(&labels).map_or(0, |c| c.get());
+        StageTotals {
+            consumed: read(&self.consumed),
+            produced: read(&self.produced),
+            dead_lettered: read(&self.dead_lettered),
+        }
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -283,6 +321,14 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// A stage's counts so far, as read by the status page's sampler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTotals {
+    pub consumed: u64,
+    pub produced: u64,
+    pub dead_lettered: u64,
 }
 
 /// One stage's counters, fetched once so the hot path does no label lookup.
@@ -387,6 +433,14 @@ mod tests {
     fn renders_counters_with_their_labels() {
         let counters = METRICS.stage("unit-test");
         counters.consumed.inc_by(3);
+        assert_eq!(METRICS.stage_totals("unit-test").consumed, 3);
+        assert_eq!(
+            METRICS.stage_totals("no-such-stage"),
+            StageTotals::default()
+        );
+        METRICS.set_group_lag("unit-test-group", Some(7));
+        assert_eq!(METRICS.group_lag("unit-test-group"), Some(7));
+        assert_eq!(METRICS.group_lag("no-such-group"), None);
         let text = METRICS.render();
         assert!(
             text.contains("userpipe_consumed_total{stage=\"unit-test\"} 3"),

@@ -201,6 +201,9 @@ impl Config {
         let mut shown = self.clone();
         shown.database.url = Secret::new(redact_url(self.database.url.expose()));
         shown.notify.url = Secret::new(redact_webhook(self.notify.url.expose()));
+        if !self.http.token.expose().is_empty() {
+            shown.http.token = Secret::new("[redacted]");
+        }
         if shown.fetch.source != "generator" {
             shown.fetch.source = redact_url(&self.fetch.source);
         }

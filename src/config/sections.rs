@@ -73,7 +73,7 @@ impl Default for PgconfConfig {
     }
 }
 
-/// The HTTP endpoints: `/healthz`, `/readyz`, `/metrics`, `/api/jobs`.
+/// The HTTP endpoints: the status page `/`, `/healthz`, `/readyz`, `/metrics`, `/api/...`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -86,6 +86,9 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// The bearer token that writing actions (run a schedule now) require (`USERPIPE_HTTP__TOKEN`); empty:
+    /// the endpoints are read-only and writing actions are refused.
+    pub token: Secret,
 }
 
 impl Default for HttpConfig {
@@ -94,6 +97,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             header_read_timeout: Duration::from_secs(5),
             max_connections: 64,
+            token: Secret::new(""),
         }
     }
 }

@@ -364,9 +364,13 @@ fn a_failed_check_says_where_the_value_came_from() {
 fn secrets_never_print() {
     let mut config = Config::default();
     config.database.url = Secret::new("postgres://u:hunter2@db:5432/x");
+    config.http.token = Secret::new("s3cr3t-token");
     assert!(!format!("{config:?}").contains("hunter2"));
+    assert!(!format!("{config:?}").contains("s3cr3t"));
     let shown = config.to_redacted_toml();
     assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("token = \"[redacted]\""), "{shown}");
     assert!(shown.contains("postgres://u:***@db:5432/x"), "{shown}");
     let query = redact_url("postgres://u@db:5432/x?sslmode=require&password=hunter2");
     assert_eq!(query, "postgres://u@db:5432/x?sslmode=require&password=***");

@@ -1,4 +1,5 @@
-//! `/healthz` (the process is alive) and `/readyz` (Kafka and PostgreSQL reachable, every role running).
+//! `/healthz` (the process is alive), `/readyz` (Kafka and PostgreSQL reachable, every role running), and
+//! `/api/readiness`, the same verdict always answered with 200 for the status page.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,23 @@ pub struct Readiness {
 }
 
 pub async fn readyz(State(state): State<HttpState>) -> Response {
+    let readiness = readiness(&state).await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}
+
+/// `GET /api/readiness`: what `/readyz` says, with 200 whatever the verdict (a page asking it every few
+/// seconds should not log a failed request each time).
+pub async fn api_readiness(State(state): State<HttpState>) -> Json<Readiness> {
+    Json(readiness(&state).await)
+}
+
+/// Asks Kafka and PostgreSQL, and reads which roles run and what they wait for.
+pub async fn readiness(state: &HttpState) -> Readiness {
     let kafka = match Probe::check(&state.kafka, CHECK_TIMEOUT).await {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("unreachable: {e}"),
@@ -59,21 +77,11 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.describe()))
         .collect();
-    let ready = missing.is_empty();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(Readiness {
-            ready,
-            missing,
-            kafka,
-            postgresql,
-            roles,
-        }),
-    )
-        .into_response()
+    Readiness {
+        ready: missing.is_empty(),
+        missing,
+        kafka,
+        postgresql,
+        roles,
+    }
 }

@@ -1,10 +1,11 @@
 //! The HTTP server: the routes, served on a bound listener until shutdown, with a header-read timeout and a
-//! connection limit so that slow or idle clients can neither crowd out the others nor hold up the stop.
+//! connection limit so that slow or idle clients can neither crowd out the others nor hold up the stop;
+//! and the sampler that keeps the pipeline's last hour for the status page.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::state::HttpState;
-use super::{health, jobs, metrics};
+use super::{actions, health, jobs, metrics, page, pipeline, postgres, samples, timeline};
 use crate::config::HttpConfig;
 
 /// After shutdown, how long open connections get to finish the request they are serving; then they are
@@ -47,13 +48,28 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    tokio::spawn(samples::sample(
+        state.samples.clone(),
+        state.config.clone(),
+        state.kafka.clone(),
+        shutdown.clone(),
+    ));
     let app = axum::Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::app_js))
+        .route("/style.css", get(page::style_css))
+        .route("/favicon.svg", get(page::favicon))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/jobs", get(jobs::jobs))
         .route("/api/jobs/{run_id}", get(jobs::run))
         .route("/api/jobs/{run_id}/logs", get(jobs::logs))
+        .route("/api/readiness", get(health::api_readiness))
+        .route("/api/timeline", get(timeline::timeline))
+        .route("/api/pipeline", get(pipeline::pipeline))
+        .route("/api/postgres", get(postgres::postgres))
+        .route("/api/schedules/{name}/run", post(actions::run_now))
         .with_state(state);
     if let Ok(address) = listener.local_addr() {
         info!(message = "http endpoints listening", %address, max_connections = limits.max_connections);

@@ -6,8 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::samples::Samples;
+use crate::config::Config;
 use crate::kafka::Probe;
+use crate::scheduler::Runner;
+use crate::scheduler::journal::Journal;
 
 /// How long a check of Kafka or PostgreSQL waits for an answer.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,4 +64,36 @@ pub struct HttpState {
     pub roles: Arc<Roles>,
     /// The base backups, for the time of the newest verified one.
     pub backup_dir: PathBuf,
+    /// The configuration (schedule folder, topics, groups, desired settings, token).
+    pub config: Arc<Config>,
+    /// The pipeline's last hour, for the status page's charts.
+    pub samples: Arc<Samples>,
+    /// Runs a schedule now for a writing action; its runs are tracked in `runs`.
+    pub runner: Arc<Runner>,
+    pub runs: TaskTracker,
+}
+
+impl HttpState {
+    /// What the handlers of a process with `config` share, asking `pool` when it has one. Runs asked for
+    /// over HTTP are journaled like the scheduler's: the journal's writer (returned) runs until `shutdown`
+    /// and its grace.
+    pub fn new(
+        config: &Config,
+        pool: Option<PgPool>,
+        roles: Arc<Roles>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(Self, Option<JoinHandle<()>>)> {
+        let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
+        let state = Self {
+            kafka: Arc::new(Probe::new(&config.kafka.brokers)?),
+            runner: Runner::new(config.clone(), pool.clone(), journal)?,
+            pool,
+            roles,
+            backup_dir: config.backup.dir.clone(),
+            config: Arc::new(config.clone()),
+            samples: Arc::default(),
+            runs: TaskTracker::new(),
+        };
+        Ok((state, writer))
+    }
 }

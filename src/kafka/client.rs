@@ -53,12 +53,14 @@ pub struct LagContext {
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
+        let mut total = None;
         for (topic, stats) in statistics.topics {
             for (partition, p) in stats.partitions {
                 // librdkafka reports -1 for partitions this member does not own, and a -1 partition.
                 if partition < 0 || p.consumer_lag < 0 {
                     continue;
                 }
+                *total.get_or_insert(0) += p.consumer_lag;
                 let labels = LagLabels {
                     group: self.group.clone(),
                     topic: topic.clone(),
@@ -70,6 +72,7 @@ impl ClientContext for LagContext {
                     .set(p.consumer_lag);
             }
         }
+        METRICS.set_group_lag(&self.group, total);
     }
 }
 
@@ -122,6 +125,32 @@ impl Probe {
             .create()
             .with_context(|| format!("cannot create a kafka client for {brokers}"))?;
         Ok(Self { client })
+    }
+
+    /// The messages `topic` holds now (the sum over its partitions of high minus low watermark). Blocks
+    /// for up to `timeout` per request: call it off the async threads.
+    pub fn messages_in(&self, topic: &str, timeout: Duration) -> Result<i64, String> {
+        let client = self.client.client();
+        let metadata = client
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| e.to_string())?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(format!("no topic {topic}"));
+        };
+        if let Some(error) = found.error() {
+            return Err(format!(
+                "topic {topic}: {}",
+                rdkafka::types::RDKafkaErrorCode::from(error)
+            ));
+        }
+        let mut total = 0;
+        for partition in found.partitions() {
+            let (low, high) = client
+                .fetch_watermarks(topic, partition.id(), timeout)
+                .map_err(|e| e.to_string())?;
+            total += (high - low).max(0);
+        }
+        Ok(total)
     }
 
     /// Asks the cluster for its metadata; an error says why it did not answer within `timeout`.

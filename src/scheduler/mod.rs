@@ -14,6 +14,7 @@
 //! - [`history`]: retention of the run history (the built-in `prune-history` schedule).
 //! - [`notify`]: webhook messages about failed and recovered runs.
 //! - [`freshness`]: per-schedule metrics for alerting (last success, last run, next firing, ...).
+//! - [`timeline`]: the schedules and runs the status page's timeline shows.
 //!
 //! The scheduler runs jobs of `pipeline` and `pg`; they never call back into it. It owns what a job's
 //! failure is: jobs return typed reports, [`jobs`] decides.
@@ -32,6 +33,7 @@ pub mod owners;
 pub mod runlog;
 pub mod runner;
 pub mod schedule;
+pub mod timeline;
 
 pub use capture::CaptureLayer;
 pub use files::{Loaded, find, load_dir};

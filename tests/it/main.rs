@@ -13,4 +13,5 @@ mod runs;
 mod scheduler;
 mod secrets;
 mod smoke;
+mod status;
 mod support;

@@ -83,13 +83,14 @@ async fn finished_run(pool: &PgPool, schedule: &str) -> Vec<RunRecord> {
 async fn serve_http(config: &Config, pool: &PgPool) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = HttpState {
-        kafka: Arc::new(userpipe::kafka::Probe::new(&config.kafka.brokers).unwrap()),
-        pool: Some(pool.clone()),
-        roles: Arc::new(Roles::default()),
-        backup_dir: config.backup.dir.clone(),
-    };
     let shutdown = CancellationToken::new();
+    let (state, _writer) = HttpState::new(
+        config,
+        Some(pool.clone()),
+        Arc::new(Roles::default()),
+        &shutdown,
+    )
+    .unwrap();
     let limits = userpipe::http::Limits::from(&config.http);
     tokio::spawn(userpipe::http::serve(
         listener,

@@ -2,6 +2,7 @@
 //! waiting for conditions with a bound.
 
 pub mod broker;
+pub mod browser;
 pub mod cluster;
 pub mod randomuser;
 pub mod small_fs;
@@ -327,6 +328,31 @@ impl Userpipe {
     /// What it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of its HTTP endpoints (`http://127.0.0.1:<port>`), once it logged that it listens;
+    /// panics with its log if it exits first or takes longer than 30 seconds.
+    pub async fn http_base(&mut self) -> String {
+        const LISTENING: &str = "http endpoints listening address=";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log_text();
+            let address = log.lines().find_map(|line| {
+                let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
+                Some(rest.split_whitespace().next()?.to_owned())
+            });
+            if let Some(address) = address {
+                return format!("http://{address}");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("userpipe exited ({status}) before listening:\n{log}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "userpipe did not log its http address within 30s:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
