@@ -57,7 +57,7 @@ async fn a_key_in_the_source_url_shows_in_no_journal_api_command_or_log() {
     for name in ["from-config", "from-params"] {
         let run = userpipe(&config, dir.path(), &["jobs", "run", name]);
         assert_eq!(code(&run), 1, "{}", stderr(&run));
-        everything += &(stdout(&run) + &stderr(&run));
+        everything += &format!("{}{}", stdout(&run), stderr(&run));
     }
     let jobs = userpipe(&config, dir.path(), &["jobs", "--json"]);
     assert_eq!(code(&jobs), 0, "{}", stderr(&jobs));
@@ -92,7 +92,7 @@ async fn a_key_in_the_source_url_shows_in_no_journal_api_command_or_log() {
     for text in [
         everything,
         listed,
-        stdout(&shown) + &stderr(&shown),
+        format!("{}{}", stdout(&shown), stderr(&shown)),
         stderr(&jobs),
         api,
     ] {

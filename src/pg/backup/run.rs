@@ -14,8 +14,8 @@ use sqlx::Connection;
 use tracing::{error, info, warn};
 
 use super::catalog::{
-    METADATA_TMP_SUFFIX, Metadata, PARTIAL_SUFFIX, Pruned, new_id, prune, sync_folder, verify_folder,
-    write_metadata,
+    METADATA_TMP_SUFFIX, Metadata, PARTIAL_SUFFIX, Pruned, new_id, prune, sync_folder,
+    verify_folder, write_metadata,
 };
 use crate::config::Config;
 use crate::db::AdvisoryLock;

@@ -180,8 +180,13 @@ fn judge(
         .last_failed_time
         .is_some_and(|failed| now.last_archived_time.is_none_or(|ok| failed >= ok));
     if failures >= FAILED_ATTEMPTS && latest_failed {
+        let error = now
+            .last_failure
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
         return Look::Failing(format!(
-            "the archive command fails: its last attempt, for {}, failed ({failures} failed attempts since the check began)",
+            "the archive command fails: its last attempt, for {}, failed ({failures} failed attempts since the check began){error}",
             now.last_failed_wal.as_deref().unwrap_or("?")
         ));
     }
@@ -271,6 +276,7 @@ mod tests {
             last_archived_age_seconds: Some(30.0),
             last_failed_wal: None,
             last_failed_time: Some(now - chrono::Duration::seconds(300)),
+            last_failure: None,
             waiting_segments: 1,
             oldest_waiting_age_seconds: Some(0.5),
             checked_at: now,
