@@ -445,3 +445,32 @@ fn the_code_map_names_every_source_file() {
         );
     }
 }
+
+/// Each migration has a version of its own, in order from 1 with no gap: two branches that each added
+/// "the next" migration made two 0004s, and sqlx then stops every database at start.
+#[test]
+fn migration_versions_are_unique_and_without_gaps() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut versions: Vec<(u32, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
+        .map(|name| {
+            let version = name
+                .split('_')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("migrations/{name}: no version number before `_`"));
+            (version, name)
+        })
+        .collect();
+    versions.sort();
+    for (i, (version, name)) in versions.iter().enumerate() {
+        assert_eq!(
+            *version,
+            i as u32 + 1,
+            "migrations/{name}: expected version {}, in order and each once (all: {versions:?})",
+            i + 1
+        );
+    }
+}
