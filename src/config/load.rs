@@ -33,14 +33,7 @@ impl Config {
     /// Reads the configuration: the file named by `path`, else `USERPIPE_CONFIG`, else `userpipe.toml` when
     /// it exists, else the defaults; then the environment.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let config = Self::load_with_origins(path)?.0;
-        for parameter in crate::db::parameters_left_aside(config.database.url.expose()) {
-            tracing::warn!(
-                message = "database.url parameter left to the pg_* programs: userpipe's own connections do not read it",
-                parameter
-            );
-        }
-        Ok(config)
+        Ok(Self::load_with_origins(path)?.0)
     }
 
     /// [`Config::load`], saying where each value came from.
@@ -57,7 +50,15 @@ impl Config {
             None => None,
         };
         let file = file.as_deref().zip(text.as_deref());
-        Self::resolve(file, &environment()?, |path| std::fs::read_to_string(path))
+        let (config, origins) =
+            Self::resolve(file, &environment()?, |path| std::fs::read_to_string(path))?;
+        for parameter in crate::db::parameters_left_aside(config.database.url.expose()) {
+            tracing::warn!(
+                message = "database.url parameter left to the pg_* programs: userpipe's own connections do not read it",
+                parameter
+            );
+        }
+        Ok((config, origins))
     }
 
     /// The configuration from a file (its path and text), the environment `vars` laid over it, and the

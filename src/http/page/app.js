@@ -294,7 +294,8 @@ function marksSvg(runs, since, now, width) {
   const singles = [];
   const glyphs = new Map(); // 10-pixel slot -> the most important run in it
   for (const run of runs) {
-    const x = Math.max(0, (run.t - since) * scale);
+    // A run that started at "now" still gets a mark inside the lane, where the pointer can reach it.
+    const x = Math.min(width - 2, Math.max(0, (run.t - since) * scale));
     const duration = run.duration_ms ?? (run.status === 'running' ? now - run.t : 0);
     const w = Math.max(2, Math.min(width - x, duration * scale));
     const [y, h] = SHAPE[run.status] || [20, 18];
