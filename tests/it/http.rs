@@ -3,30 +3,11 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use userpipe::app::{App, Role};
-use userpipe::config::Config;
+use userpipe::app::Role;
 use userpipe::http::Readiness;
 
 use crate::support::cluster::TestCluster;
-use crate::support::{TestDb, TestKafka, config_for, prepare, wait_for};
-
-/// `userpipe run` with the pipeline roles in this process; the base URL of its HTTP endpoints.
-async fn start(
-    config: &Config,
-) -> (
-    String,
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let app = App::build(config, &Role::PIPELINE)
-        .await
-        .expect("build the app");
-    let base = format!("http://127.0.0.1:{}", app.http_port().expect("http is on"));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
-    (base, shutdown, task)
-}
+use crate::support::{TestDb, TestKafka, config_for, prepare, start_app, wait_for};
 
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url)
@@ -106,7 +87,7 @@ async fn metrics_parse_and_their_counters_move_when_users_flow() {
     );
     config.backup.dir = backups.path().to_owned();
     prepare(&config, &db.pool).await;
-    let (base, shutdown, task) = start(&config).await;
+    let (base, shutdown, task) = start_app(&config, &Role::PIPELINE).await;
 
     assert_eq!(
         get(&format!("{base}/healthz")).await,
@@ -164,7 +145,7 @@ async fn readiness_turns_unready_while_postgres_is_down_and_ready_when_it_return
     let kafka = TestKafka::new();
     let cluster = TestCluster::start();
     let config = config_for(&kafka, &cluster.url());
-    let (base, shutdown, task) = start(&config).await;
+    let (base, shutdown, task) = start_app(&config, &Role::PIPELINE).await;
     let readyz = format!("{base}/readyz");
     let readiness = |want: u16| {
         let readyz = readyz.clone();

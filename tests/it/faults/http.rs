@@ -8,12 +8,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use userpipe::app::{App, Role};
+use userpipe::app::Role;
 use userpipe::config::Config;
 
-use crate::support::{TestDb, TestKafka, config_for, prepare};
+use crate::support::{TestDb, TestKafka, config_for, prepare, start_app};
 
-/// `userpipe run` with the pipeline roles in this process; its HTTP address.
+/// `userpipe run` with the pipeline roles in this process; its HTTP address (`127.0.0.1:<port>`).
 async fn start(
     config: &Config,
 ) -> (
@@ -21,13 +21,8 @@ async fn start(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let app = App::build(config, &Role::PIPELINE)
-        .await
-        .expect("build the app");
-    let address = format!("127.0.0.1:{}", app.http_port().expect("http is on"));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
-    (address, shutdown, task)
+    let (base, shutdown, task) = start_app(config, &Role::PIPELINE).await;
+    (base.replacen("http://", "", 1), shutdown, task)
 }
 
 /// A client that sends the start of a request and never finishes its headers.

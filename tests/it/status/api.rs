@@ -6,29 +6,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-use userpipe::app::{App, Role};
-use userpipe::config::{Config, Secret};
+use userpipe::app::Role;
+use userpipe::config::Secret;
 use userpipe::scheduler::journal::{self, RunFilter, Status};
 
-use crate::support::{TestDb, TestKafka, config_for, prepare, wait_for};
-
-/// `userpipe run` (the pipeline roles) in this process; the base URL of its endpoints.
-async fn start(
-    config: &Config,
-) -> (
-    String,
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let app = App::build(config, &Role::PIPELINE)
-        .await
-        .expect("build the app");
-    let base = format!("http://127.0.0.1:{}", app.http_port().expect("http is on"));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
-    (base, shutdown, task)
-}
+use crate::support::{TestDb, TestKafka, config_for, prepare, start_app, wait_for};
 
 fn write_schedule(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(format!("{name}.toml")), text).expect("write a schedule");
@@ -59,7 +41,7 @@ async fn get_json(url: &str) -> Value {
 async fn the_page_is_served_from_the_binary_and_may_reach_only_its_own_server() {
     let (kafka, db) = (TestKafka::new(), TestDb::new().await);
     let config = config_for(&kafka, &db.url());
-    let (base, shutdown, task) = start(&config).await;
+    let (base, shutdown, task) = start_app(&config, &Role::PIPELINE).await;
 
     for (path, kind) in [
         ("/", "text/html"),
@@ -154,7 +136,7 @@ async fn run_now_is_refused_without_a_configured_token_and_needs_it_as_a_bearer(
     prepare(&config, &db.pool).await;
 
     // No token configured: read-only, and the action is refused whatever is sent.
-    let (base, shutdown, task) = start(&config).await;
+    let (base, shutdown, task) = start_app(&config, &Role::PIPELINE).await;
     let run_now = format!("{base}/api/schedules/fetch-now/run");
     let (status, _, body) = post(&run_now, Some("anything")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -172,7 +154,7 @@ async fn run_now_is_refused_without_a_configured_token_and_needs_it_as_a_bearer(
     // A token configured: only it, as a bearer, may run a schedule.
     let token = "t0ken-0f-the-status-page";
     config.http.token = Secret::new(token);
-    let (base, shutdown, task) = start(&config).await;
+    let (base, shutdown, task) = start_app(&config, &Role::PIPELINE).await;
     let run_now = format!("{base}/api/schedules/fetch-now/run");
     for wrong in [None, Some("nope"), Some("t0ken-0f-the-status-pag")] {
         let (status, headers, body) = post(&run_now, wrong).await;

@@ -420,3 +420,22 @@ pub fn lag_and_total(brokers: &str, group: &str, topic: &str, partitions: i32) -
     }
     (lag, total)
 }
+
+/// `userpipe run` with `roles` in this process: the base URL of its HTTP endpoints
+/// (`http://127.0.0.1:<port>`), the token that stops it, and its task.
+pub async fn start_app(
+    config: &Config,
+    roles: &[userpipe::app::Role],
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let app = userpipe::app::App::build(config, roles)
+        .await
+        .expect("build the app");
+    let base = format!("http://127.0.0.1:{}", app.http_port().expect("http is on"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    (base, shutdown, task)
+}
