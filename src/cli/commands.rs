@@ -12,7 +12,7 @@ use super::args::{
 };
 use super::exit::{Outcome, success_if};
 use super::process::{shutdown_on_signal, until_signal};
-use super::{help, jobs, output};
+use super::{help, jobs, letters, output};
 use crate::app::{self, Role};
 use crate::bench::{self, BenchOptions};
 use crate::config::Config;
@@ -107,7 +107,7 @@ async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()
     match command {
         DlqCommand::List => {
             let (summaries, unrecorded) = dlq::list(config).await?;
-            print!("{}", output::dlq_list(&summaries));
+            print!("{}", letters::dlq_list(&summaries));
             if let Some(error) = unrecorded {
                 eprintln!("userpipe: replays not shown, the replay record cannot be read: {error}");
             }
@@ -123,9 +123,9 @@ async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()
             let excerpt = !json || terminal(&std::io::stdout());
             for letter in &shown {
                 if json {
-                    println!("{}", output::dlq_letter_json(letter, excerpt));
+                    println!("{}", letters::dlq_letter_json(letter, excerpt));
                 } else {
-                    print!("{}", output::dlq_letter(letter));
+                    print!("{}", letters::dlq_letter(letter));
                 }
             }
             if !json {
@@ -151,7 +151,7 @@ async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()
                 &shutdown,
             )
             .await?;
-            print!("{}", output::dlq_replay(&report));
+            print!("{}", letters::dlq_replay(&report));
             if shutdown.is_cancelled() {
                 anyhow::bail!(
                     "stopped by a signal; what was sent is recorded, run again for the rest"

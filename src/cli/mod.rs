@@ -7,6 +7,7 @@ pub mod commands;
 pub mod exit;
 pub mod help;
 pub mod jobs;
+pub mod letters;
 pub mod output;
 pub mod process;
 
