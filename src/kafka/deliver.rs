@@ -40,6 +40,18 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// What a stage makes of `message` for `topic`: the new key and payload, with the replay headers of
+    /// `message` carried along, so a replayed message that fails at a later stage still names the dead
+    /// letter it came from and why it was set aside before.
+    pub fn forward(message: &OwnedMessage, topic: &str, key: Vec<u8>, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key),
+            payload,
+            headers: carried_headers(message),
+        }
+    }
+
     /// The dead letter of `message`: its key and payload unchanged, the reason and origin in headers, and,
     /// for a message `dlq replay` sent back, the dead letter it came from and the reasons before.
     /// Logs where the message came from and why it is set aside.
@@ -59,11 +71,7 @@ impl Outbound {
             (header::ORIGIN_PARTITION, message.partition().to_string()),
             (header::ORIGIN_OFFSET, message.offset().to_string()),
         ];
-        for carried in [header::REPLAYED_FROM, header::PREVIOUS_ERROR] {
-            if let Some(value) = header_text(message, carried) {
-                headers.push((carried, value));
-            }
-        }
+        headers.extend(carried_headers(message));
         Self {
             topic: topic.to_owned(),
             key: message.key().map(<[u8]>::to_vec),
@@ -91,6 +99,14 @@ impl Outbound {
 }
 
 /// The value of header `name` of `message`, as text (the last one, should there be several).
+/// The headers a message keeps through every stage and into its dead letter: those `dlq replay` set.
+fn carried_headers(message: &OwnedMessage) -> Vec<(&'static str, String)> {
+    [header::REPLAYED_FROM, header::PREVIOUS_ERROR]
+        .into_iter()
+        .filter_map(|name| header_text(message, name).map(|value| (name, value)))
+        .collect()
+}
+
 pub fn header_text(message: &OwnedMessage, name: &str) -> Option<String> {
     let headers = message.headers()?;
     headers
@@ -189,4 +205,56 @@ fn retry_form<'a>(record: Cow<'a, Outbound>, error: &KafkaError) -> Cow<'a, Outb
         ),
     ));
     Cow::Owned(smaller)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn message(headers: &[(&str, &str)]) -> OwnedMessage {
+        let owned = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            });
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(b"k".to_vec()),
+            "users_info".into(),
+            Timestamp::NotAvailable,
+            1,
+            42,
+            Some(owned),
+        )
+    }
+
+    #[test]
+    fn a_replayed_message_keeps_its_replay_headers_through_a_stage_and_into_its_dead_letter() {
+        let replayed = message(&[
+            (header::REPLAYED_FROM, "users_info.dlq/0/7"),
+            (header::PREVIOUS_ERROR, "missing field `email`"),
+            ("other", "dropped"),
+        ]);
+        let forwarded = Outbound::forward(&replayed, "out", b"k".to_vec(), b"{}".to_vec());
+        assert_eq!(
+            forwarded.headers,
+            [
+                (header::REPLAYED_FROM, "users_info.dlq/0/7".to_owned()),
+                (header::PREVIOUS_ERROR, "missing field `email`".to_owned()),
+            ]
+        );
+        let letter = Outbound::dead_letter(&replayed, "out.dlq", "tags", "bad");
+        assert!(
+            letter
+                .headers
+                .contains(&(header::REPLAYED_FROM, "users_info.dlq/0/7".to_owned()))
+        );
+        let plain = Outbound::forward(&message(&[]), "out", b"k".to_vec(), b"{}".to_vec());
+        assert!(plain.headers.is_empty());
+    }
 }

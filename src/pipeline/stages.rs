@@ -123,12 +123,9 @@ impl BatchHandler for StageHandler {
                     .stage
                     .transform(message.payload(), self.max_message_bytes, &stamp)
                 {
-                    Ok((key, payload)) => Outbound {
-                        topic: self.output.clone(),
-                        key: Some(key.into_bytes()),
-                        payload,
-                        headers: Vec::new(),
-                    },
+                    Ok((key, payload)) => {
+                        Outbound::forward(message, &self.output, key.into_bytes(), payload)
+                    }
                     Err(error) => {
                         dead += 1;
                         Outbound::dead_letter(
