@@ -28,6 +28,7 @@ const page = {
   rows: [], // per schedule: { schedule, runs }
   runs: new Map(), // run_id -> mark
   refreshes: 0,
+  ranNow: new Map(), // schedule -> { text, until }: what "Run now" answered, kept across redraws for a while
   drawn: new Set(), // sections drawn at least once
   rendered: false,
   timer: null,
@@ -267,7 +268,7 @@ function rowHtml(row, i, t, now) {
     ? `<button type="button" class="last" data-run="${esc(last.run_id)}">last: ${badge(last.status)}, ${esc(fmtAgo(last.t, now))}</button>`
     : '';
   const runNow = t.writable && !s.error && !s.removed
-    ? `<button type="button" class="run-now" data-schedule="${esc(s.name)}">Run now</button>` : '';
+    ? `<button type="button" class="run-now" data-schedule="${esc(s.name)}">${esc(ranNowText(s.name))}</button>` : '';
   return `<div class="row${s.enabled === false ? ' disabled' : ''}" data-schedule="${esc(s.name)}" data-row="${i}" data-marks="${row.runs.length}">
     <div class="info"><div class="name">${esc(s.name)} ${state}</div><div class="sub">${what}</div>${next}</div>
     <div class="lane"><svg role="img" aria-label="runs of ${esc(s.name)}" preserveAspectRatio="none"></svg></div>
@@ -445,6 +446,13 @@ function logHtml(log) {
   return `<pre class="log">${esc(text.join('\n'))}</pre>`;
 }
 
+// The label of a schedule's "Run now" button: what the last click got for 10 s (through the redraws that
+// follow it), then "Run now" again.
+function ranNowText(name) {
+  const ran = page.ranNow.get(name);
+  return ran && ran.until > Date.now() ? ran.text : 'Run now';
+}
+
 async function runNow(button) {
   const name = button.dataset.schedule;
   const token = $('token').value.trim();
@@ -458,6 +466,7 @@ async function runNow(button) {
   } catch (error) {
     button.textContent = '✗ unreachable';
   }
+  page.ranNow.set(name, { text: button.textContent, until: Date.now() + 10000 });
   setTimeout(refresh, 1000);
 }
 
