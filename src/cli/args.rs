@@ -70,6 +70,15 @@ pub enum Command {
         /// Publish every user first, then time only the pipeline draining them (its capacity)
         #[arg(long)]
         preload: bool,
+        /// Pipeline processes (`userpipe run --roles timestamp,tags,sink`) sharing the consumer groups
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        replicas: u16,
+        /// Kill one of the replicas (SIGKILL) once half the users have landed
+        #[arg(long, requires = "replicas")]
+        kill_one: bool,
+        /// Rows of the ceiling's COPY, measured in the same run
+        #[arg(long, default_value_t = crate::bench::CEILING_ROWS)]
+        ceiling_rows: usize,
     },
     /// Exit 0 when the running `userpipe run` on `http.listen` says it is ready (the container's HEALTHCHECK)
     Health,

@@ -75,14 +75,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             users,
             rate,
             preload,
+            replicas,
+            kill_one,
+            ceiling_rows,
         } => {
             let options = BenchOptions {
                 users,
                 rate,
                 preload,
+                replicas: usize::from(replicas),
+                kill_one,
+                ceiling_rows,
             };
-            let report = bench::run(&config, &options).await?;
-            println!("{report}");
+            let figures = bench::run(&config, &options).await?;
+            println!("{figures}");
         }
         Command::Config {
             command: ConfigCommand::Show,

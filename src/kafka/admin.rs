@@ -1,4 +1,5 @@
-//! Topic administration: creating the topics userpipe needs and deleting the ones it made for itself.
+//! Topic administration: creating the topics userpipe needs and deleting the ones it made for itself;
+//! whether a consumer group has settled.
 
 use std::time::Duration;
 
@@ -6,6 +7,7 @@ use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::client::base_config;
@@ -121,4 +123,26 @@ pub async fn delete_topics(brokers: &str, names: &[String]) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// How many members consumer group `group` has once it is stable (every member has its partitions);
+/// 0 while it is empty, forming or rebalancing.
+pub async fn stable_members(brokers: &str, group: &str) -> anyhow::Result<usize> {
+    let client: BaseProducer = base_config(brokers)
+        .create()
+        .context("cannot create a kafka client")?;
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let groups = client
+            .client()
+            .fetch_group_list(Some(&group), Duration::from_secs(10))
+            .with_context(|| format!("cannot describe consumer group {group}"))?;
+        Ok(groups
+            .groups()
+            .iter()
+            .find(|g| g.name() == group && g.state() == "Stable")
+            .map_or(0, |g| g.members().len()))
+    })
+    .await
+    .context("describing a consumer group panicked")?
 }

@@ -12,7 +12,9 @@ pub mod consume;
 pub mod deliver;
 pub mod read;
 
-pub use admin::{DEAD_LETTER_MAX_BYTES, TopicSpec, TopicsError, delete_topics, ensure_topics};
+pub use admin::{
+    DEAD_LETTER_MAX_BYTES, TopicSpec, TopicsError, delete_topics, ensure_topics, stable_members,
+};
 pub use client::{LagContext, Probe, base_config, consumer, producer, reader};
 pub use consume::{BatchHandler, BatchSettings, Offsets, consume_batches};
 pub use deliver::{Outbound, deliver_all, header, header_text};

@@ -6,6 +6,7 @@
 //! the fields a stage owns into the original bytes: every other byte passes through as it came.
 
 pub mod contract;
+pub mod copy;
 pub mod fast;
 pub mod raw;
 pub mod slow;
