@@ -73,7 +73,7 @@ pub enum Command {
         /// Pipeline processes (`userpipe run --roles timestamp,tags,sink`) sharing the consumer groups
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
         replicas: u16,
-        /// Kill one of the replicas (SIGKILL) once half the users have landed
+        /// Kill one of the replicas (SIGKILL) once a third of the users have landed
         #[arg(long, requires = "replicas")]
         kill_one: bool,
         /// Rows of the ceiling's COPY, measured in the same run

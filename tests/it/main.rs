@@ -1,6 +1,7 @@
 //! Integration tests: one binary, run against the real Kafka broker and PostgreSQL server that
 //! `scripts/stack up` starts (its `scripts/stack env` says where they listen).
 
+mod bench;
 mod dlq;
 mod faults;
 mod fetch;
