@@ -1,12 +1,52 @@
 //! The command line's arguments (clap): every command, its flags and their help.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use crate::app::Role;
 use crate::scheduler::journal::Status;
+
+/// The most users a benchmark publishes, or per second.
+const MAX_COUNT: u64 = 100_000_000;
+/// The most entries a listing shows.
+const MAX_LIST: u64 = 100_000;
+/// How far back `--since` may reach: 100 years.
+const MAX_SINCE: Duration = Duration::from_secs(100 * 36_525 * 864);
+
+/// `--since`: how far back from now, or a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Ago(Duration),
+    At(DateTime<Utc>),
+}
+
+impl Since {
+    /// The time it names, seen at `now`; `None` when it is before the earliest time there is.
+    pub fn at(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Since::At(time) => Some(time),
+            Since::Ago(ago) => now.checked_sub_signed(chrono::Duration::from_std(ago).ok()?),
+        }
+    }
+}
+
+/// Reads `--since`: a duration of at most 100 years, or an RFC 3339 time.
+fn parse_since(text: &str) -> Result<Since, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        if ago > MAX_SINCE {
+            return Err("a duration back from now can reach at most 100 years (36525d)".into());
+        }
+        return Ok(Since::Ago(ago));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Since::At(t.with_timezone(&Utc)))
+        .map_err(|_| "neither a duration (2h, 3d) nor an RFC 3339 time".into())
+}
 
 /// userpipe: the user-data pipeline on Kafka and PostgreSQL, and its operations.
 #[derive(Debug, Parser)]
@@ -45,8 +85,8 @@ pub enum Command {
     /// Fetch users once and publish them to the users topic
     Fetch {
         /// How many users (1 to 5000)
-        #[arg(long, default_value_t = 1)]
-        count: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5000))]
+        count: u64,
         /// A randomuser.me-compatible URL, or `generator` [default: fetch.source]
         #[arg(long)]
         source: Option<String>,
@@ -62,10 +102,10 @@ pub enum Command {
     /// Measure the pipeline end to end against the running stack
     Bench {
         /// Users to push through
-        #[arg(long, default_value_t = 100_000)]
-        users: usize,
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
+        users: u64,
         /// Publish at this steady rate (users per second) instead of as fast as possible
-        #[arg(long, conflicts_with = "preload")]
+        #[arg(long, conflicts_with = "preload", value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
         rate: Option<u64>,
         /// Publish every user first, then time only the pipeline draining them (its capacity)
         #[arg(long)]
@@ -141,8 +181,8 @@ pub enum DlqCommand {
         #[arg(long)]
         reason: Option<String>,
         /// At most this many
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_LIST))]
+        limit: u64,
         /// JSON lines with the whole payload (an excerpt when stdout is a terminal)
         #[arg(long)]
         json: bool,
@@ -178,11 +218,12 @@ pub struct JobsList {
     /// Only this status
     #[arg(long, value_enum)]
     pub status: Option<Status>,
-    /// Only runs started since then: a duration back from now (`2h`, `3d`) or an RFC 3339 time
-    #[arg(long)]
-    pub since: Option<String>,
+    /// Only runs started since then: a duration back from now (`2h`, `3d`; at most 100 years) or an
+    /// RFC 3339 time
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<Since>,
     /// At most this many
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=MAX_LIST as i64))]
     pub limit: i64,
     /// One JSON object per line instead of a table
     #[arg(long)]
@@ -289,4 +330,33 @@ pub enum DbCommand {
 pub enum ConfigCommand {
     /// Print the configuration in effect, secrets redacted, with where each value came from
     Show,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_bounded_duration_or_a_time() {
+        let now: DateTime<Utc> = "2026-01-02T12:00:00Z".parse().unwrap();
+        let at = |text: &str| parse_since(text).map(|s| s.at(now).unwrap().to_rfc3339());
+        assert_eq!(at("2h").unwrap(), "2026-01-02T10:00:00+00:00");
+        assert_eq!(
+            at("2026-01-01T00:00:00Z").unwrap(),
+            "2026-01-01T00:00:00+00:00"
+        );
+        assert_eq!(at("100y").unwrap(), "1926-01-02T12:00:00+00:00");
+        for text in ["300000y", "101y", "18446744073709551615s"] {
+            let error = parse_since(text).unwrap_err();
+            assert!(
+                error.contains("at most 100 years") || error.contains("neither"),
+                "{text}: {error}"
+            );
+        }
+        assert_eq!(
+            parse_since("300000y").unwrap_err(),
+            "a duration back from now can reach at most 100 years (36525d)"
+        );
+        assert!(parse_since("yesterday").unwrap_err().starts_with("neither"));
+    }
 }

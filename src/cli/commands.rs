@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             config.validate()?;
             topics::ensure(&config, &config.topics).await?;
             let producer = kafka::producer(&config.kafka)?;
-            let report = fetch::run(&config, &producer, count, Uuid::new_v4()).await?;
+            let report = fetch::run(&config, &producer, count as usize, Uuid::new_v4()).await?;
             print!("{}", output::fetch_report(&report, &config.topics.users));
         }
         Command::Db {
@@ -80,7 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             ceiling_rows,
         } => {
             let options = BenchOptions {
-                users,
+                users: users as usize,
                 rate,
                 preload,
                 replicas: usize::from(replicas),
@@ -125,7 +125,7 @@ async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()
             json,
         } => {
             let (shown, total, unrecorded) =
-                dlq::show(config, &topic, reason.as_deref(), limit).await?;
+                dlq::show(config, &topic, reason.as_deref(), limit as usize).await?;
             let excerpt = !json || terminal(&std::io::stdout());
             for letter in &shown {
                 if json {

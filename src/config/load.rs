@@ -2,6 +2,7 @@
 //! its secrets redacted.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -117,29 +118,78 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let positive = [
-            ("kafka.partitions", self.kafka.partitions as i64),
+        // (key, value, most): at least 1, at most what any deployment needs and the code can hold.
+        let counts = [
+            ("kafka.partitions", self.kafka.partitions as i64, 10_000),
             (
                 "kafka.replication_factor",
                 self.kafka.replication_factor as i64,
+                100,
             ),
             (
                 "database.max_connections",
                 self.database.max_connections as i64,
+                10_000,
             ),
-            ("fetch.max_attempts", self.fetch.max_attempts as i64),
-            ("stages.batch_size", self.stages.batch_size as i64),
+            ("fetch.max_attempts", self.fetch.max_attempts as i64, 1_000),
+            (
+                "stages.batch_size",
+                count(self.stages.batch_size),
+                1_000_000,
+            ),
             (
                 "stages.max_message_bytes",
-                self.stages.max_message_bytes as i64,
+                count(self.stages.max_message_bytes),
+                1_000_000_000,
             ),
-            ("sink.batch_size", self.sink.batch_size as i64),
-            ("backup.keep", self.backup.keep as i64),
-            ("http.max_connections", self.http.max_connections as i64),
+            ("sink.batch_size", count(self.sink.batch_size), 1_000_000),
+            ("backup.keep", count(self.backup.keep), 10_000),
+            (
+                "http.max_connections",
+                count(self.http.max_connections),
+                1_000_000,
+            ),
         ];
-        for (key, value) in positive {
+        for (key, value, most) in counts {
             if value < 1 {
                 bail!("{key} must be 1 or more, not {value}");
+            }
+            if value > most {
+                bail!("{key} must be at most {most}, not {value}");
+            }
+        }
+        if self.scheduler.history_keep > 1_000_000 {
+            bail!(
+                "scheduler.history_keep must be at most 1000000, not {}",
+                self.scheduler.history_keep
+            );
+        }
+        let (hour, day) = (Duration::from_secs(3600), Duration::from_secs(86_400));
+        const YEAR: Duration = Duration::from_secs(31_557_600);
+        let durations = [
+            ("backup.timeout", self.backup.timeout, 7 * day),
+            ("backup.archive_wait", self.backup.archive_wait, day),
+            (
+                "http.header_read_timeout",
+                self.http.header_read_timeout,
+                hour,
+            ),
+            ("scheduler.history", self.scheduler.history, 10 * YEAR),
+            ("notify.timeout", self.notify.timeout, hour),
+            ("fetch.timeout", self.fetch.timeout, hour),
+            ("fetch.backoff", self.fetch.backoff, hour),
+            ("fetch.max_backoff", self.fetch.max_backoff, day),
+            ("fetch.publish_timeout", self.fetch.publish_timeout, day),
+            ("stages.linger", self.stages.linger, hour),
+            ("sink.linger", self.sink.linger, hour),
+        ];
+        for (key, value, most) in durations {
+            if value > most {
+                bail!(
+                    "{key} must be at most {}, not {}",
+                    humantime::format_duration(most),
+                    humantime::format_duration(value)
+                );
             }
         }
         if self.backup.drill_user.trim().is_empty() {
@@ -218,6 +268,11 @@ impl Config {
 }
 
 /// Whether `text` is an absolute http or https URL.
+/// A count as the checks compare it (a count past `i64::MAX` is past every limit anyway).
+fn count(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 fn is_http_url(text: &str) -> bool {
     url::Url::parse(text).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
 }

@@ -361,6 +361,43 @@ fn a_failed_check_says_where_the_value_came_from() {
 }
 
 #[test]
+fn values_past_their_limits_are_refused_with_the_limit_and_where_they_came_from() {
+    let refused =
+        |file: &str, vars: &[(&str, &str)]| resolve(file, vars, &[]).unwrap_err().to_string();
+    assert_eq!(
+        refused("[stages]\nbatch_size = 9223372036854775807\n", &[]),
+        "stages.batch_size must be at most 1000000, not 9223372036854775807 (from file userpipe.toml:2)"
+    );
+    assert_eq!(
+        refused(
+            "",
+            &[("USERPIPE_HTTP__MAX_CONNECTIONS", "9223372036854775807")]
+        ),
+        "http.max_connections must be at most 1000000, not 9223372036854775807 \
+         (from environment USERPIPE_HTTP__MAX_CONNECTIONS)"
+    );
+    assert_eq!(
+        refused("[backup]\ntimeout = \"300000y\"\n", &[]),
+        "backup.timeout must be at most 7days, not 300000years (from file userpipe.toml:2)"
+    );
+    assert_eq!(
+        refused("[scheduler]\n\nhistory = \"20000y\"\n", &[]),
+        "scheduler.history must be at most 10years, not 20000years (from file userpipe.toml:3)"
+    );
+    assert_eq!(
+        refused("", &[("USERPIPE_KAFKA__PARTITIONS", "2147483647")]),
+        "kafka.partitions must be at most 10000, not 2147483647 (from environment USERPIPE_KAFKA__PARTITIONS)"
+    );
+    let (config, _) = resolve(
+        "[stages]\nbatch_size = 1000000\n[backup]\ntimeout = \"7d\"\n",
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.stages.batch_size, 1_000_000);
+}
+
+#[test]
 fn secrets_never_print() {
     let mut config = Config::default();
     config.database.url = Secret::new("postgres://u:hunter2@db:5432/x");

@@ -2,7 +2,8 @@
 //! with its consumer-lag statistics, and the readiness probe. The only file that names librdkafka
 //! settings.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -49,11 +50,24 @@ pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
 /// A consumer context that turns librdkafka's statistics into the consumer-lag metric.
 pub struct LagContext {
     group: String,
+    /// The partitions whose lag this member last exported: one it no longer owns (moved to another
+    /// member at a rebalance) loses its gauge instead of keeping its last value.
+    exported: Mutex<HashSet<LagLabels>>,
+}
+
+impl LagContext {
+    fn new(group: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            exported: Mutex::default(),
+        }
+    }
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
         let mut total = None;
+        let mut owned = HashSet::new();
         for (topic, stats) in statistics.topics {
             for (partition, p) in stats.partitions {
                 // librdkafka reports -1 for partitions this member does not own, and a -1 partition.
@@ -70,8 +84,14 @@ impl ClientContext for LagContext {
                     .consumer_lag
                     .get_or_create(&labels)
                     .set(p.consumer_lag);
+                owned.insert(labels);
             }
         }
+        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in exported.difference(&owned) {
+            METRICS.consumer_lag.remove(gone);
+        }
+        *exported = owned;
         METRICS.set_group_lag(&self.group, total);
     }
 }
@@ -93,9 +113,7 @@ pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer<Lag
         // Bound the prefetch buffer (librdkafka's default is 64 MB per consumer): memory stays small.
         .set("queued.max.messages.kbytes", "8192")
         .set("statistics.interval.ms", "5000")
-        .create_with_context(LagContext {
-            group: group.to_owned(),
-        })
+        .create_with_context(LagContext::new(group))
         .with_context(|| format!("cannot create a kafka consumer for {brokers}"))
 }
 
@@ -166,5 +184,64 @@ impl Probe {
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::statistics::{Partition, Topic};
+
+    /// Statistics of a member owning `owned` partitions of `topic` with lag 10, 11, ...; partition 2 it
+    /// does not own (lag -1), as librdkafka reports them.
+    fn statistics(topic: &str, owned: &[i32]) -> Statistics {
+        let mut partitions = std::collections::HashMap::new();
+        for partition in 0..3 {
+            let consumer_lag = if owned.contains(&partition) {
+                10 + i64::from(partition)
+            } else {
+                -1
+            };
+            let p = Partition {
+                partition,
+                consumer_lag,
+                ..Partition::default()
+            };
+            partitions.insert(partition, p);
+        }
+        let mut stats = Statistics::default();
+        let topic_stats = Topic {
+            topic: topic.to_owned(),
+            partitions,
+            ..Topic::default()
+        };
+        stats.topics.insert(topic.to_owned(), topic_stats);
+        stats
+    }
+
+    #[test]
+    fn a_partition_that_moved_away_loses_its_lag_gauge() {
+        let context = LagContext::new("unit-test-lag-group");
+        let labels = |partition| LagLabels {
+            group: "unit-test-lag-group".into(),
+            topic: "lag-topic".into(),
+            partition,
+        };
+        let lag = |partition| {
+            METRICS
+                .consumer_lag
+                .get(&labels(partition))
+                .map(|g| g.get())
+        };
+        context.stats(statistics("lag-topic", &[0, 1]));
+        assert_eq!((lag(0), lag(1), lag(2)), (Some(10), Some(11), None));
+        assert_eq!(METRICS.group_lag("unit-test-lag-group"), Some(21));
+        // A rebalance gave partition 1 to another replica.
+        context.stats(statistics("lag-topic", &[0]));
+        assert_eq!((lag(0), lag(1), lag(2)), (Some(10), None, None));
+        assert_eq!(METRICS.group_lag("unit-test-lag-group"), Some(10));
+        context.stats(statistics("lag-topic", &[]));
+        assert_eq!((lag(0), lag(1)), (None, None));
+        assert_eq!(METRICS.group_lag("unit-test-lag-group"), None);
     }
 }

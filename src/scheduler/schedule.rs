@@ -91,14 +91,14 @@ struct RawSchedule<P> {
     enabled: bool,
     #[serde(default)]
     overlap: Overlap,
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    timeout: Duration,
     #[serde(default)]
-    retries: u32,
-    #[serde(default = "default_backoff", with = "humantime_serde")]
-    retry_backoff: Duration,
-    #[serde(default, with = "humantime_serde")]
-    jitter: Duration,
+    timeout: Option<Spanned<humantime_serde::Serde<Duration>>>,
+    #[serde(default)]
+    retries: Option<Spanned<u32>>,
+    #[serde(default)]
+    retry_backoff: Option<Spanned<humantime_serde::Serde<Duration>>>,
+    #[serde(default)]
+    jitter: Option<Spanned<humantime_serde::Serde<Duration>>>,
     #[serde(default)]
     run_on_start: bool,
     #[serde(default)]
@@ -117,12 +117,28 @@ fn yes() -> bool {
     true
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(300)
-}
+/// A run's timeout when the file sets none, and the longest it may set (a week).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+/// Retries when the file sets none, and the most it may set.
+pub const MAX_RETRIES: u32 = 100;
+/// The first retry's wait when the file sets none; the longest `retry_backoff` and `jitter` (a day).
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
-fn default_backoff() -> Duration {
-    Duration::from_secs(10)
+/// A schedule's key that is within its bounds, or why it is not with where it stands.
+fn bounded<T: Copy>(
+    value: &Option<Spanned<T>>,
+    default: T,
+    check: impl Fn(T) -> Option<String>,
+) -> Result<T, (Span, String)> {
+    match value {
+        None => Ok(default),
+        Some(spanned) => match check(*spanned.get_ref()) {
+            None => Ok(*spanned.get_ref()),
+            Some(message) => Err((spanned.span(), message)),
+        },
+    }
 }
 
 /// Parses the text of `path`; the schedule's name is the file's stem.
@@ -190,6 +206,47 @@ pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
     };
 
     let cron = parse_cron(raw.cron.get_ref()).map_err(|m| at(Some(raw.cron.span()), m))?;
+    let out_of_bounds = |(span, message): (Span, String)| at(Some(span), message);
+    let duration = |key: &'static str, max: Duration, zero: bool| {
+        move |value: humantime_serde::Serde<Duration>| {
+            let value = *value;
+            let show = |d: Duration| humantime::format_duration(d).to_string();
+            if value > max {
+                Some(format!(
+                    "{key} must be at most {}, not {}",
+                    show(max),
+                    show(value)
+                ))
+            } else if value.is_zero() && !zero {
+                Some(format!("{key} must be more than 0s"))
+            } else {
+                None
+            }
+        }
+    };
+    let timeout = bounded(
+        &raw.timeout,
+        DEFAULT_TIMEOUT.into(),
+        duration("timeout", MAX_TIMEOUT, false),
+    )
+    .map_err(out_of_bounds)?;
+    let retries = bounded(&raw.retries, 0, |retries| {
+        (retries > MAX_RETRIES)
+            .then(|| format!("retries must be at most {MAX_RETRIES}, not {retries}"))
+    })
+    .map_err(out_of_bounds)?;
+    let retry_backoff = bounded(
+        &raw.retry_backoff,
+        DEFAULT_BACKOFF.into(),
+        duration("retry_backoff", MAX_WAIT, true),
+    )
+    .map_err(out_of_bounds)?;
+    let jitter = bounded(
+        &raw.jitter,
+        Duration::ZERO.into(),
+        duration("jitter", MAX_WAIT, true),
+    )
+    .map_err(out_of_bounds)?;
     let timezone = match &raw.timezone {
         None => Tz::UTC,
         Some(tz) => Tz::from_str(tz.get_ref()).map_err(|_| {
@@ -230,10 +287,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Schedule, ScheduleError> {
         timezone,
         enabled: raw.enabled,
         overlap: raw.overlap,
-        timeout: raw.timeout,
-        retries: raw.retries,
-        retry_backoff: raw.retry_backoff,
-        jitter: raw.jitter,
+        timeout: *timeout,
+        retries,
+        retry_backoff: *retry_backoff,
+        jitter: *jitter,
         run_on_start: raw.run_on_start,
     })
 }
@@ -382,6 +439,51 @@ mod tests {
         check_error(
             "job = \"fetch-users\"\ncron = [\n",
             "schedules/test.toml:2:9: ",
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_their_line_and_limit() {
+        let head = "job = \"fetch-users\"\ncron = \"* * * * *\"\n";
+        let check = |rest: &str, expected: &str| check_error(&format!("{head}{rest}"), expected);
+        check(
+            "retries = 4294967295\n",
+            "schedules/test.toml:3:11: retries must be at most 100, not 4294967295",
+        );
+        check("retries = 4294967296\n", "schedules/test.toml:3:11: ");
+        check("retries = -1\n", "schedules/test.toml:3:11: ");
+        check(
+            "enabled = true\ntimeout = \"300000y\"\n",
+            "schedules/test.toml:4:11: timeout must be at most 7days, not 300000years",
+        );
+        check(
+            "timeout = \"0s\"\n",
+            "schedules/test.toml:3:11: timeout must be more than 0s",
+        );
+        check(
+            "retry_backoff = \"2days\"\n",
+            "schedules/test.toml:3:17: retry_backoff must be at most 1day, not 2days",
+        );
+        check(
+            "jitter = \"1000000000000000y\"\n",
+            "schedules/test.toml:3:10: ",
+        );
+        check(
+            "jitter = \"25h\"\n",
+            "schedules/test.toml:3:10: jitter must be at most 1day, not 1day 1h",
+        );
+        let limits = parse_text(&format!(
+            "{head}retries = 100\ntimeout = \"7d\"\nretry_backoff = \"1d\"\njitter = \"1d\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                limits.retries,
+                limits.timeout,
+                limits.retry_backoff,
+                limits.jitter
+            ),
+            (MAX_RETRIES, MAX_TIMEOUT, MAX_WAIT, MAX_WAIT)
         );
     }
 

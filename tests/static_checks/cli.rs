@@ -273,3 +273,72 @@ fn every_command_s_help_ends_with_an_example() {
         );
     }
 }
+
+#[test]
+fn out_of_range_input_is_refused_with_its_limit_and_never_panics() {
+    let refused = |args: &[&str], vars: &[(&str, &str)], code: u8, says: &str| {
+        let out = userpipe_with(args, vars);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!said.contains("panicked"), "{args:?}: {said}");
+        assert_eq!(out.status.code(), Some(i32::from(code)), "{args:?}: {said}");
+        assert!(said.contains(says), "{args:?} should say {says:?}: {said}");
+    };
+    refused(
+        &["jobs", "--since", "300000y"],
+        &[],
+        exit::USAGE,
+        "invalid value '300000y' for '--since <SINCE>': a duration back from now can reach at most 100 years",
+    );
+    refused(
+        &["jobs", "--since", "18446744073709551615s"],
+        &[],
+        exit::USAGE,
+        "at most 100 years",
+    );
+    refused(&["jobs", "--limit=-1"], &[], exit::USAGE, "--limit");
+    refused(&["fetch", "--count", "0"], &[], exit::USAGE, "1..=5000");
+    refused(&["bench", "--users", "0"], &[], exit::USAGE, "--users");
+    refused(
+        &["dlq", "show", "users_info", "--limit", "0"],
+        &[],
+        exit::USAGE,
+        "--limit",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("forever.toml");
+    std::fs::write(
+        &schedule,
+        "job = \"fetch-users\"\ncron = \"*/5 * * * *\"\nretries = 4294967295\n",
+    )
+    .unwrap();
+    let folder = dir.path().to_str().unwrap();
+    refused(
+        &["schedules", "check", folder],
+        &[],
+        1,
+        &format!(
+            "{}:3:11: retries must be at most 100, not 4294967295",
+            schedule.display()
+        ),
+    );
+    let file = dir.path().join("userpipe.toml");
+    std::fs::write(&file, "[backup]\ntimeout = \"300000y\"\n").unwrap();
+    refused(
+        &["--config", file.to_str().unwrap(), "config", "show"],
+        &[],
+        1,
+        &format!(
+            "backup.timeout must be at most 7days, not 300000years (from file {}:2)",
+            file.display()
+        ),
+    );
+    refused(
+        &["config", "show"],
+        &[("USERPIPE_STAGES__BATCH_SIZE", "9223372036854775807")],
+        1,
+        "stages.batch_size must be at most 1000000, not 9223372036854775807 \
+         (from environment USERPIPE_STAGES__BATCH_SIZE)",
+    );
+}
