@@ -1,8 +1,9 @@
 //! Running the PostgreSQL programs (pg_basebackup, pg_verifybackup, pg_ctl, postgres) that backups and the
 //! restore drill share: finding them, checking their version against the server's, handing them the
 //! connection without its password on the command line, and running one in a process group of its own
-//! that is killed whole when the run fails, times out or is dropped. Every line a program prints (bar
-//! progress aside) becomes a log event with its `program`, so a job run's log holds it.
+//! that is killed whole when the run fails, times out or is dropped, and that dies with userpipe (even a
+//! SIGKILLed one). Every line a program prints (bar progress aside) becomes a log event with its
+//! `program`, so a job run's log holds it.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -182,6 +183,58 @@ impl Drop for KillGroupOnDrop {
     }
 }
 
+/// The shell that watches a program's process group: it runs the program (its arguments are the shell's
+/// positional parameters, never part of this text) and, told by the kernel that userpipe died (SIGTERM),
+/// kills the whole group, the program's own children with it.
+const WATCHER: &str = r#"trap 'kill -KILL 0' TERM; "$@" & wait $!"#;
+
+/// `command` run by [`WATCHER`] in a process group of its own, so that the program and every process it
+/// forks (pg_basebackup's WAL streamer, which keeps streaming into `.partial` when only its parent dies)
+/// die with userpipe, even a SIGKILLed one that can clean up nothing.
+fn watched(command: &tokio::process::Command) -> tokio::process::Command {
+    let original = command.as_std();
+    let mut watched = tokio::process::Command::new("/bin/sh");
+    watched
+        .arg("-c")
+        .arg(WATCHER)
+        .arg("sh")
+        .arg(original.get_program())
+        .args(original.get_args());
+    for (name, value) in original.get_envs() {
+        match value {
+            Some(value) => watched.env(name, value),
+            None => watched.env_remove(name),
+        };
+    }
+    if let Some(dir) = original.get_current_dir() {
+        watched.current_dir(dir);
+    }
+    watched.process_group(0);
+    die_with_userpipe(&mut watched);
+    watched
+}
+
+/// Has the kernel send SIGTERM to the process `command` starts when the thread that started it ends
+/// (`PR_SET_PDEATHSIG`). Call only from async code, whose threads (the runtime's workers, or the one in
+/// `block_on`) live as long as the runtime, never from `spawn_blocking`, whose threads come and go.
+fn die_with_userpipe(command: &mut tokio::process::Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe calls are
+    // allowed: prctl(2) and getppid(2) are, and it allocates nothing (an OS error is a plain number).
+    // Should userpipe have died between the fork and the prctl, the child sees another parent and stops.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// SIGKILL to every process of process group `group`.
 fn kill_group(group: i32) {
     // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
@@ -200,13 +253,13 @@ pub async fn run_program(
     timeout: Duration,
     mut classify: impl FnMut(&str) -> Line,
 ) -> anyhow::Result<ProgramOutput> {
+    command.env("LC_ALL", "C");
+    let mut command = watched(&command);
     command
-        .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
+        .kill_on_drop(true);
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {name}"))?;
