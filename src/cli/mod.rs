@@ -25,6 +25,8 @@ pub fn main() -> ExitCode {
         }
     };
     let code = exit::exit_code(runtime.block_on(commands::run(cli)));
+    // A restore drill cut off by its run's timeout cleans up in the background: let it finish.
+    runtime.block_on(crate::pg::drill::cleanups_finished(crate::SHUTDOWN_GRACE));
     // Blocking work left behind at shutdown (a consumer closing against a gone broker, a drill's copy)
     // must not hold the exit: give it a moment, then leave.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));

@@ -36,6 +36,18 @@ const RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// this (the process was paused, the machine slept) it skips to the next firing from now.
 const CATCH_UP: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
+/// After the shutdown grace, how long the clean-ups of the cancelled runs (a restore drill's scratch
+/// folder) may take; with the grace it keeps a stop inside 10 seconds.
+const CLEANUP_GRACE: Duration = Duration::from_secs(3);
+
+/// `run`, or nothing once `stop` fires (it is then dropped).
+async fn stoppable<T>(stop: CancellationToken, run: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        out = run => Some(out),
+    }
+}
+
 /// Where to look for the next firing after the one planned at `planned` came due at `now`.
 fn next_after(planned: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     if now - planned > CATCH_UP {
@@ -98,6 +110,10 @@ pub async fn serve(
     pool: Option<PgPool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Scratch folders that drills of a process gone left behind (each a full database copy).
+    if let Err(e) = crate::pg::drill::sweep_leftovers(config).await {
+        warn!(message = "cannot look for leftover scratch folders", error = %format!("{e:#}"));
+    }
     let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
     let runner = Runner::new(config.clone(), pool, journal)?;
     let result = run(
@@ -139,6 +155,9 @@ pub async fn run(
         clock,
     };
     let runs = tokio_util::task::TaskTracker::new();
+    // Cancels the runs still going when the shutdown grace is over.
+    let stop_runs = CancellationToken::new();
+
     let started = state.reload().await;
     if let Some(pool) = runner.pool().cloned() {
         let names: Vec<String> = state.entries.keys().cloned().collect();
@@ -146,7 +165,9 @@ pub async fn run(
     }
     for schedule in started.iter().filter(|s| s.enabled && s.run_on_start) {
         let (runner, schedule) = (runner.clone(), schedule.clone());
-        runs.spawn(async move { runner.fire(&schedule, Trigger::Start, None).await });
+        runs.spawn(stoppable(stop_runs.clone(), async move {
+            runner.fire(&schedule, Trigger::Start, None).await
+        }));
     }
     info!(message = "scheduler started", dir = %dir.display(), schedules = state.entries.len());
 
@@ -162,13 +183,13 @@ pub async fn run(
                 };
                 let schedule = entry.schedule.clone();
                 let (runner, planned) = (runner.clone(), fired.planned);
-                runs.spawn(async move {
+                runs.spawn(stoppable(stop_runs.clone(), async move {
                     // Never start before the planned time, whatever the timer's rounding.
                     if let Ok(early) = (planned - clock.now()).to_std() {
                         tokio::time::sleep(early).await;
                     }
                     runner.fire(&schedule, Trigger::Schedule, Some(planned)).await
-                });
+                }));
                 state.plan(&fired.name, next_after(planned, clock.now())).await;
             }
         }
@@ -184,6 +205,14 @@ pub async fn run(
         .is_err()
     {
         warn!(message = "job runs still going at shutdown are abandoned");
+        // Dropped, a restore drill stops its copy and cleans up in the background: wait for that.
+        stop_runs.cancel();
+        runs.wait().await;
+        if !crate::pg::drill::cleanups_finished(CLEANUP_GRACE).await {
+            warn!(
+                message = "a restore drill's clean-up is still going at shutdown; the next start removes its scratch folder"
+            );
+        }
     }
     info!(message = "scheduler stopped");
     Ok(())

@@ -10,4 +10,5 @@ pub mod recovery;
 pub mod run;
 pub mod scratch;
 
-pub use run::{DrillReport, Recovered, Source, recover, run};
+pub use run::{DrillReport, Recovered, Source, recover, run, sweep_leftovers};
+pub use scratch::cleanups_finished;

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
 
 use crate::pg::backup::METADATA_FILE;
 use crate::pg::conf::render::quote_conf;
@@ -88,15 +89,26 @@ pub fn prepare(
     Ok(())
 }
 
+/// The copy reads and writes at most this much between two looks at its cancellation.
+const COPY_CHUNK: u64 = 8 * 1024 * 1024;
+
 /// Copies the folder `from` to the new folder `to` (mode 0700), or at the top into an existing empty one:
 /// files with their permissions, folders, and symbolic links as links. At the top, `backup.json` and
-/// `backup_manifest` stay behind.
-pub fn copy_tree(from: &Path, to: &Path, top: bool) -> std::io::Result<()> {
+/// `backup_manifest` stay behind. Once `cancel` fires it stops within one chunk of one file, with an
+/// `Interrupted` error, and writes nothing more.
+pub fn copy_tree(
+    from: &Path,
+    to: &Path,
+    top: bool,
+    cancel: &CancellationToken,
+) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    stop_if(cancel)?;
     if !(top && to.is_dir()) {
         std::fs::DirBuilder::new().mode(0o700).create(to)?;
     }
     for entry in std::fs::read_dir(from)? {
+        stop_if(cancel)?;
         let entry = entry?;
         let name = entry.file_name();
         if top && (name == METADATA_FILE || name == "backup_manifest") {
@@ -105,12 +117,37 @@ pub fn copy_tree(from: &Path, to: &Path, top: bool) -> std::io::Result<()> {
         let (source, target) = (entry.path(), to.join(&name));
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            copy_tree(&source, &target, false)?;
+            copy_tree(&source, &target, false, cancel)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
         } else {
-            std::fs::copy(&source, &target)?;
+            copy_file(&source, &target, cancel)?;
         }
+    }
+    Ok(())
+}
+
+/// One file, chunk by chunk (the kernel copies each chunk), then its permissions.
+fn copy_file(from: &Path, to: &Path, cancel: &CancellationToken) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut source = std::fs::File::open(from)?;
+    let permissions = source.metadata()?.permissions();
+    let mut target = std::fs::File::create_new(to)?;
+    loop {
+        stop_if(cancel)?;
+        if std::io::copy(&mut (&mut source).take(COPY_CHUNK), &mut target)? == 0 {
+            break;
+        }
+    }
+    target.set_permissions(permissions)
+}
+
+fn stop_if(cancel: &CancellationToken) -> std::io::Result<()> {
+    if cancel.is_cancelled() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "the copy was cancelled",
+        ));
     }
     Ok(())
 }
@@ -239,6 +276,42 @@ mod tests {
             )
             .is_some()
         );
+    }
+
+    #[test]
+    fn the_copy_keeps_files_links_and_modes_and_stops_once_cancelled() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        std::fs::create_dir_all(from.join("base/1")).unwrap();
+        std::fs::write(from.join("base/1/112"), vec![7u8; 3 * 1024 * 1024]).unwrap();
+        std::fs::write(from.join(METADATA_FILE), "{}").unwrap();
+        std::fs::set_permissions(
+            from.join("base/1/112"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("base/1", from.join("link")).unwrap();
+        let never = CancellationToken::new();
+        copy_tree(&from, &to, false, &never).unwrap();
+        let copied = std::fs::read(to.join("base/1/112")).unwrap();
+        assert_eq!(copied, vec![7u8; 3 * 1024 * 1024]);
+        let mode = std::fs::metadata(to.join("base/1/112"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_link(to.join("link")).unwrap(),
+            Path::new("base/1")
+        );
+
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let stopped = dir.path().join("stopped");
+        let error = copy_tree(&from, &stopped, false, &cancelled).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::Interrupted);
+        assert!(!stopped.exists(), "nothing is written once cancelled");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! archive: the drill proves the backup and the archive together, as a real restore would use them. It
 //! also fails when recovery stopped short of WAL the archive holds (a missing or unreadable segment).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,10 +17,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tracing::{info, warn};
 
-use super::recovery::{
-    archive_gap, archive_segments, copy_tree, prepare, restore_command, restored_segments,
-};
-use super::scratch::{Scratch, chown, free_port, running_as_root};
+use super::recovery::{archive_gap, archive_segments, prepare, restore_command, restored_segments};
+use super::scratch::{Scratch, chown, free_port, running_as_root, sweep};
 use crate::config::Config;
 use crate::pg::backup::{self, Listed};
 use crate::pg::program::{find_program, major_version, program_version};
@@ -160,97 +158,124 @@ pub async fn recover(
     }
 
     let user = running_as_root().then(|| config.backup.drill_user.clone());
-    let parent = if config.backup.scratch.as_os_str().is_empty() {
-        std::env::temp_dir()
-    } else {
-        config.backup.scratch.clone()
-    };
+    let parent = scratch_parent(config)?;
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create the scratch parent {}", parent.display()))?;
     // Absolute: it is also the server's socket folder.
     let parent = std::fs::canonicalize(&parent)
         .with_context(|| format!("cannot open the scratch parent {}", parent.display()))?;
+    sweep_in(&parent).await;
     let mut scratch = Scratch::create(&parent, pg_ctl, user)?;
     info!(message = "throwaway recovery started", source = %name, target = %target, scratch = %scratch.dir.display());
 
-    {
-        let (from, to) = (source.path().to_owned(), scratch.data.clone());
-        tokio::task::spawn_blocking(move || copy_tree(&from, &to, true))
+    // Whatever the outcome, the server is stopped and the folder deleted before this returns (only a
+    // drill dropped part way leaves that to the background).
+    let outcome = async {
+        scratch
+            .copy_in(source.path())
             .await
-            .context("the copy panicked")?
             .with_context(|| format!("cannot copy {name} to the scratch folder"))?;
-    }
-    let port = free_port()?;
-    let settings = recovery_settings(target, &restore_command);
-    let empty_wal = matches!(source, Source::Backup { .. });
-    prepare(&scratch.data, &scratch.dir, port, &settings, empty_wal)?;
-    if let Some(user) = &scratch.user {
-        chown(&scratch.dir, user).await?;
-    }
-
-    let started = Instant::now();
-    scratch.start(timeout).await?;
-    let url_options = crate::db::connect_options(config.database.url.expose())?;
-    let username = url_options.get_username().to_owned();
-    let database = url_options.get_database().unwrap_or(&username).to_owned();
-    let options = PgConnectOptions::new_without_pgpass()
-        .socket(&scratch.dir)
-        .port(port)
-        .username(&username)
-        .database(&database);
-    let mut conn = wait_until_promoted(&scratch, &options, timeout).await?;
-    let recovery = started.elapsed();
-
-    let server_version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
-        .fetch_one(&mut conn)
-        .await
-        .context("the restored server does not answer")?;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM random_users")
-        .fetch_one(&mut conn)
-        .await
-        .with_context(|| {
-            format!("cannot count random_users in the restored database {database}")
-        })?;
-    let (newest_commit_time, replayed_to_lsn, replayed_segment, current_segment): (
-        Option<DateTime<Utc>>,
-        Option<String>,
-        Option<String>,
-        String,
-    ) = sqlx::query_as(
-        "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text, \
-         pg_walfile_name(pg_last_wal_replay_lsn()), pg_walfile_name(pg_current_wal_lsn())",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .context("cannot read where recovery ended")?;
-    conn.close().await.ok();
-
-    let log = scratch.log();
-    let gap = match target {
-        Target::Latest => {
-            let archived = archive_segments(&archive)?;
-            replayed_segment
-                .as_deref()
-                .and_then(|replayed| archive_gap(&archived, timeline, &current_segment, replayed))
+        let port = free_port()?;
+        let settings = recovery_settings(target, &restore_command);
+        let empty_wal = matches!(source, Source::Backup { .. });
+        prepare(&scratch.data, &scratch.dir, port, &settings, empty_wal)?;
+        if let Some(user) = &scratch.user {
+            chown(&scratch.dir, user).await?;
         }
-        Target::Time(_) | Target::Lsn(_) => None,
-    };
+
+        let started = Instant::now();
+        scratch.start(timeout).await?;
+        let url_options = crate::db::connect_options(config.database.url.expose())?;
+        let username = url_options.get_username().to_owned();
+        let database = url_options.get_database().unwrap_or(&username).to_owned();
+        let options = PgConnectOptions::new_without_pgpass()
+            .socket(&scratch.dir)
+            .port(port)
+            .username(&username)
+            .database(&database);
+        let mut conn = wait_until_promoted(&scratch, &options, timeout).await?;
+        let recovery = started.elapsed();
+
+        let server_version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+            .fetch_one(&mut conn)
+            .await
+            .context("the restored server does not answer")?;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM random_users")
+            .fetch_one(&mut conn)
+            .await
+            .with_context(|| {
+                format!("cannot count random_users in the restored database {database}")
+            })?;
+        let (newest_commit_time, replayed_to_lsn, replayed_segment, current_segment): (
+            Option<DateTime<Utc>>,
+            Option<String>,
+            Option<String>,
+            String,
+        ) = sqlx::query_as(
+            "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text, \
+             pg_walfile_name(pg_last_wal_replay_lsn()), pg_walfile_name(pg_current_wal_lsn())",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .context("cannot read where recovery ended")?;
+        conn.close().await.ok();
+
+        let log = scratch.log();
+        let gap = match target {
+            Target::Latest => {
+                let archived = archive_segments(&archive)?;
+                replayed_segment.as_deref().and_then(|replayed| {
+                    archive_gap(&archived, timeline, &current_segment, replayed)
+                })
+            }
+            Target::Time(_) | Target::Lsn(_) => None,
+        };
+        let recovered = Recovered {
+            rows,
+            recovery_seconds: recovery.as_secs_f64(),
+            newest_commit_time,
+            replayed_to_lsn,
+            wal_segments_restored: restored_segments(&log),
+            server_version,
+        };
+        Ok::<_, anyhow::Error>((recovered, gap))
+    }
+    .await;
     // The span goes along, so the server's log stays in the run's log.
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| scratch.clean_up()))
+    let cleaned = tokio::task::spawn_blocking(move || span.in_scope(|| scratch.clean_up()))
         .await
-        .context("the clean-up panicked")??;
+        .context("the clean-up panicked")?;
+    let (recovered, gap) = outcome?;
+    cleaned?;
     if let Some(gap) = gap {
         bail!("{gap}");
     }
-    Ok(Recovered {
-        rows,
-        recovery_seconds: recovery.as_secs_f64(),
-        newest_commit_time,
-        replayed_to_lsn,
-        wal_segments_restored: restored_segments(&log),
-        server_version,
+    Ok(recovered)
+}
+
+/// Where the drill makes its scratch folders: `backup.scratch`, else the system temp folder.
+fn scratch_parent(config: &Config) -> anyhow::Result<PathBuf> {
+    Ok(if config.backup.scratch.as_os_str().is_empty() {
+        std::env::temp_dir()
+    } else {
+        config.backup.scratch.clone()
     })
+}
+
+/// Removes the scratch folders that drills of processes gone left behind (a SIGKILL, a power cut), with
+/// a server still running in one; a live drill's, of this process or another, stays. At the start of
+/// each drill and of the scheduler role.
+pub async fn sweep_leftovers(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
+    let parent = scratch_parent(config)?;
+    Ok(sweep_in(&parent).await)
+}
+
+async fn sweep_in(parent: &Path) -> Vec<PathBuf> {
+    let parent = parent.to_owned();
+    tokio::task::spawn_blocking(move || sweep(&parent))
+        .await
+        .unwrap_or_default()
 }
 
 /// Backup `id`, or the newest whose latest verification passed.

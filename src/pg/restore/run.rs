@@ -90,7 +90,10 @@ pub async fn restore(
     info!(message = "restore started", backup = %chosen.id, target = %target, to = %to.display());
     {
         let (from, into) = (backup.path.clone(), to.clone());
-        tokio::task::spawn_blocking(move || copy_tree(&from, &into, true))
+        // Dropped (a signal), the restore stops its copy too.
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _stop = cancel.clone().drop_guard();
+        tokio::task::spawn_blocking(move || copy_tree(&from, &into, true, &cancel))
             .await
             .context("the copy panicked")?
             .with_context(|| format!("cannot copy backup {} to {}", chosen.id, to.display()))?;
