@@ -192,7 +192,8 @@ impl RunRecord {
             finished_at: None,
             duration_ms: None,
             instance: instance(),
-            owner: Some(owners::owner()),
+            // Stamped by the journal writer that writes it (`owners`).
+            owner: None,
         }
     }
 
@@ -368,8 +369,10 @@ async fn write_records(
     // and every REAP_EVERY (a replica not provably gone at first may be later).
     let keeper = stop.child_token();
     let (registered, is_registered) = tokio::sync::oneshot::channel();
+    let me = owners::new_owner();
     let holder = tokio::spawn(owners::hold(
         (*pool.connect_options()).clone(),
+        me,
         instance(),
         registered,
         keeper.clone(),
@@ -378,7 +381,7 @@ async fn write_records(
     // could never be proven abandoned.
     tokio::select! {
         _ = stop.cancelled() => {}
-        _ = is_registered => write_queue(&pool, &mut rx, &mut lines_rx, &stop).await,
+        _ = is_registered => write_queue(&pool, me, &mut rx, &mut lines_rx, &stop).await,
     }
     keeper.cancel();
     let _ = holder.await;
@@ -391,6 +394,7 @@ const REAP_EVERY: Duration = Duration::from_secs(30);
 /// gone owners abandoned between.
 async fn write_queue(
     pool: &PgPool,
+    me: Uuid,
     rx: &mut mpsc::Receiver<RunRecord>,
     lines_rx: &mut mpsc::Receiver<LogLine>,
     stop: &CancellationToken,
@@ -405,7 +409,7 @@ async fn write_queue(
             biased;
             _ = stop.cancelled() => return,
             _ = reap.tick() => {
-                if let Err(e) = owners::mark_abandoned(&pool).await {
+                if let Err(e) = owners::mark_abandoned(&pool, me).await {
                     warn!(message = "cannot mark abandoned runs", error = %format!("{e:#}"));
                 }
             }
@@ -421,7 +425,8 @@ async fn write_queue(
                     }
                 }
                 lines.clear();
-                let Some(record) = record else { return };
+                let Some(mut record) = record else { return };
+                record.owner = Some(me);
                 if write_record(&pool, &record, &stop).await.is_err() {
                     return;
                 }

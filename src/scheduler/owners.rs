@@ -1,9 +1,8 @@
-//! Who owns a run in `job_runs`: every process that journals holds, for its lifetime, a session advisory
-//! lock keyed by its owner id (new at every start) and registers itself in `job_owners` with the server's
-//! start time. A run still `running` is marked `abandoned` only when its owner is provably gone; a run of a
+//! Who owns a run in `job_runs`: every journal writer (one in each process that journals, two when the
+//! scheduler and the HTTP endpoints' "run now" both do) holds, for its lifetime, a session advisory lock keyed
+//! by its owner id (new at every start) and registers itself in `job_owners` with the server's start time. A run still `running` is marked `abandoned` only when its owner is provably gone; a run of a
 //! live process, on this replica or another, is never marked.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,10 +23,10 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// every [`CHECK_EVERY`]): an owner registered only with an earlier start and not back by then is gone.
 pub const REREGISTER_WITHIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
-/// This process's owner id, as written in `job_runs.owner`.
-pub fn owner() -> Uuid {
-    static OWNER: OnceLock<Uuid> = OnceLock::new();
-    *OWNER.get_or_init(Uuid::new_v4)
+/// A new owner id, for one journal writer, as written in `job_runs.owner`. One per writer, not one per
+/// process: a process-wide id made a second writer wait forever for the lock the first one held.
+pub fn new_owner() -> Uuid {
+    Uuid::new_v4()
 }
 
 /// The advisory-lock key of `owner`.
@@ -72,11 +71,11 @@ pub fn verdict(
 /// once the first registration is in: runs written before it could never be proven abandoned.
 pub async fn hold(
     options: PgConnectOptions,
+    me: Uuid,
     instance: String,
     registered: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
 ) {
-    let me = owner();
     let first = Duration::from_millis(200);
     let mut backoff = Backoff::new(first, CHECK_EVERY);
     let mut registered = Some(registered);
@@ -152,14 +151,14 @@ async fn take(
     Ok(Some(session))
 }
 
-/// Marks `abandoned` every run still `running` whose owner is provably gone, and forgets those owners.
-/// Runs of live owners, and runs written before owners were recorded, are left as they are. Returns how
-/// many runs were marked.
-pub async fn mark_abandoned(pool: &PgPool) -> anyhow::Result<u64> {
+/// Marks `abandoned` every run still `running` whose owner (other than `me`) is provably gone, and forgets
+/// those owners. Runs of live owners, and runs written before owners were recorded, are left as they are.
+/// Returns how many runs were marked.
+pub async fn mark_abandoned(pool: &PgPool, me: Uuid) -> anyhow::Result<u64> {
     let owners: Vec<(Uuid, i32, DateTime<Utc>)> = sqlx::query_as(
         "SELECT owner, lock_key, server_started_at FROM job_owners WHERE owner <> $1",
     )
-    .bind(owner())
+    .bind(me)
     .fetch_all(pool)
     .await
     .context("cannot read the job owners")?;
@@ -236,6 +235,6 @@ mod tests {
     fn the_lock_key_comes_from_the_owner_id() {
         let id: Uuid = "7570696e-0000-4000-8000-000000000000".parse().unwrap();
         assert_eq!(lock_key(id), 0x7570_696e);
-        assert_eq!(owner(), owner(), "one owner per process");
+        assert_ne!(new_owner(), new_owner(), "one owner per journal writer");
     }
 }

@@ -207,9 +207,11 @@ function drawTimeline(t) {
   const rows = new Map();
   for (const s of t.schedules) rows.set(s.name, { schedule: s, runs: [] });
   page.runs = new Map();
-  // Each run comes as an array of values in the order of `run_fields`; made into an object here.
+  // Each run comes as an array of values in the order of `run_fields`; made into an object here, once
+  // (a redraw of the same answer, after a resize, finds objects already).
   const fields = t.run_fields;
   t.runs = t.runs.map((values) => {
+    if (!Array.isArray(values)) return values;
     const run = {};
     fields.forEach((field, i) => { run[field] = values[i]; });
     return run;

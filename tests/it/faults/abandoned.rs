@@ -4,22 +4,24 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use userpipe::scheduler::journal::Status;
 use userpipe::scheduler::owners;
+use uuid::Uuid;
 
 use super::{runs, try_runs, write_schedule};
 use crate::support::cluster::TestCluster;
 use crate::support::randomuser::{FakeRandomUser, Reply, fixture_page};
 use crate::support::{TestKafka, Userpipe, config_for, wait_for};
 
-/// The owners registered in the server's current run, as `(instance, registered with)`.
-async fn owners_registered_now(pool: &sqlx::PgPool) -> Option<Vec<(String, DateTime<Utc>)>> {
-    sqlx::query_as(
-        "SELECT instance, server_started_at FROM job_owners \
-         WHERE server_started_at = pg_postmaster_start_time()",
+/// Whether `owner` is registered in the server's current run (a process has one owner per journal writer:
+/// the scheduler's, and the HTTP endpoints' for "run now").
+async fn registered_now(pool: &sqlx::PgPool, owner: Uuid) -> Option<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM job_owners \
+         WHERE owner = $1 AND server_started_at = pg_postmaster_start_time())",
     )
-    .fetch_all(pool)
+    .bind(owner)
+    .fetch_one(pool)
     .await
     .ok()
 }
@@ -58,23 +60,27 @@ async fn a_run_alive_on_another_replica_is_never_marked_abandoned_and_a_killed_o
                 .ok()?
                 .into_iter()
                 .find(|r| r.status == Status::Running)?;
-            let owners = owners_registered_now(&pool).await?;
-            (owners.len() == 1).then_some(run)
+            registered_now(&pool, run.owner?).await?.then_some(run)
         },
     )
     .await;
-    assert!(slow.owner.is_some());
+    let owner = slow.owner.expect("the run names its owner");
 
     // PostgreSQL restarts under the run: its schedule lock's session is gone, the run goes on.
     cluster.restart();
     wait_for(
         "the replica to register again after the restart",
         Duration::from_secs(60),
-        || async { (owners_registered_now(&pool).await?.len() == 1).then_some(()) },
+        || async { registered_now(&pool, owner).await?.then_some(()) },
     )
     .await;
     // A replica starting now (this test, as its journal does at start) leaves the live run alone.
-    assert_eq!(owners::mark_abandoned(&pool).await.unwrap(), 0);
+    assert_eq!(
+        owners::mark_abandoned(&pool, owners::new_owner())
+            .await
+            .unwrap(),
+        0
+    );
     let still = runs(&pool, "slow").await;
     assert_eq!(still.len(), 1);
     assert_eq!(still[0].status, Status::Running, "{still:?}");
@@ -85,7 +91,9 @@ async fn a_run_alive_on_another_replica_is_never_marked_abandoned_and_a_killed_o
         "the killed replica's run to be marked abandoned",
         Duration::from_secs(30),
         || async {
-            let marked = owners::mark_abandoned(&pool).await.ok()?;
+            let marked = owners::mark_abandoned(&pool, owners::new_owner())
+                .await
+                .ok()?;
             (marked > 0).then_some(marked)
         },
     )
@@ -98,7 +106,8 @@ async fn a_run_alive_on_another_replica_is_never_marked_abandoned_and_a_killed_o
         Some("the process running it stopped before it finished")
     );
     // The gone owner is forgotten.
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_owners")
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_owners WHERE owner = $1")
+        .bind(owner)
         .fetch_one(&pool)
         .await
         .unwrap();
