@@ -110,7 +110,8 @@ pub async fn hold(
                 }
             }
             Err(error) => {
-                debug!(message = "cannot take the owner lock", owner = %me, error = %format!("{error:#}"))
+                // Until registered, this writer journals nothing: say so, with why.
+                warn!(message = "cannot take the owner lock; trying again", owner = %me, error = %format!("{error:#}"))
             }
         }
         if backoff.wait(&stop).await.is_err() {
