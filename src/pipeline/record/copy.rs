@@ -1,7 +1,8 @@
 //! Rows in PostgreSQL's binary `COPY` format (the "Binary Format" section of the `COPY` page): a
 //! signature, then each row as its field count and each field as its length and its bytes, then a
 //! trailer. [`COLUMNS`] says which columns and in which order; `ingested_at` is left to its default
-//! (`clock_timestamp()`), as in the sink's insert. Pure.
+//! (`clock_timestamp()`), as in the sink's upsert. The sink writes its batches with it, the benchmark its
+//! ceiling. Pure.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
