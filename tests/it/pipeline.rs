@@ -233,6 +233,14 @@ async fn ten_thousand_users_land_exactly_once_and_a_replay_changes_nothing() {
     .await;
     pipeline.stop().await;
     assert_eq!(row_count(&db.pool).await, 10_000, "a replay adds no row");
+    // A user already there is no fault of the data: none of the replayed rows is set aside.
+    let (_, dead_letters) = lag_and_total(
+        &config.kafka.brokers,
+        "none",
+        &dead_letter_topic(&config.topics.enriched),
+        partitions,
+    );
+    assert_eq!(dead_letters, 0, "a replayed row is not dead-lettered");
 
     // Both passes gave every user the same tags.
     let enriched = consume(
