@@ -1,7 +1,5 @@
-//! The PostgreSQL sink: enriched users -> `random_users`, in batches, one transaction each: one binary
-//! `COPY` (the least work PostgreSQL can do per row), and when a user is already there (a replay, or two
-//! replicas during a rebalance) the idempotent upsert on `id` instead; offsets are stored only after the
-//! transaction commits.
+//! The PostgreSQL sink: enriched users -> `random_users`, in batches, one transaction each, with an
+//! idempotent upsert on `id`; offsets are stored only after the transaction commits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +8,6 @@ use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolCopyExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -19,7 +16,6 @@ use crate::config::{Config, TopicsConfig, dead_letter_topic};
 use crate::db;
 use crate::kafka::{self, BatchHandler, BatchSettings, Outbound, Received};
 use crate::metrics::{METRICS, StageCounters};
-use crate::pipeline::record::copy::{COLUMNS, CopyRows};
 use crate::pipeline::record::{self, UserRow};
 use crate::retry::{Abandoned, Attempt, Backoff, until_done};
 
@@ -179,46 +175,9 @@ impl SinkHandler {
 /// Longest wait for one insert before it is given up and tried again.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Inserts rows in one transaction; a user already there is left as it is. Returns how many rows were
-/// new. The batch goes in by one binary `COPY`; `COPY` has no `ON CONFLICT`, so when a row's `id` is
-/// already there the `COPY` rolls back and the batch is upserted instead: a replay adds nothing.
+/// Inserts rows in one statement (one transaction); a user already there is left as it is.
+/// Returns how many rows were new.
 pub async fn insert_rows<'a>(
-    pool: &PgPool,
-    rows: impl Iterator<Item = &'a UserRow> + Clone,
-) -> Result<u64, sqlx::Error> {
-    match copy_rows(pool, rows.clone()).await {
-        Err(error) if is_unique_violation(&error) => upsert_rows(pool, rows).await,
-        copied => copied,
-    }
-}
-
-/// `COLUMNS` of `rows` by one binary `COPY` (one transaction); `ingested_at` takes its default,
-/// `clock_timestamp()`.
-async fn copy_rows<'a>(
-    pool: &PgPool,
-    rows: impl Iterator<Item = &'a UserRow>,
-) -> Result<u64, sqlx::Error> {
-    let mut stream = CopyRows::default();
-    for row in rows {
-        stream.push(row);
-    }
-    let mut copy = pool
-        .copy_in_raw(&format!(
-            "COPY random_users ({COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await?;
-    copy.send(stream.finished()).await?;
-    copy.finish().await
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.code().as_deref() == Some("23505"))
-}
-
-/// Upserts rows in one statement (one transaction); a user already there is left as it is.
-async fn upsert_rows<'a>(
     pool: &PgPool,
     rows: impl Iterator<Item = &'a UserRow>,
 ) -> Result<u64, sqlx::Error> {

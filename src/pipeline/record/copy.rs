@@ -1,8 +1,7 @@
 //! Rows in PostgreSQL's binary `COPY` format (the "Binary Format" section of the `COPY` page): a
 //! signature, then each row as its field count and each field as its length and its bytes, then a
 //! trailer. [`COLUMNS`] says which columns and in which order; `ingested_at` is left to its default
-//! (`clock_timestamp()`), as in the sink's upsert. The sink writes its batches with it, the benchmark its
-//! ceiling. Pure.
+//! (`clock_timestamp()`), as in the sink's insert. Pure.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
