@@ -225,6 +225,10 @@ async fn backups(config: &Config, command: BackupCommand) -> anyhow::Result<Outc
             if let Some(error) = report.prune_error {
                 eprintln!("userpipe: retention failed: {error}");
             }
+            if let Some(error) = report.compress_error {
+                eprintln!("userpipe: the backup is kept plain: {error}");
+                return Ok(Outcome::Failed);
+            }
         }
         BackupCommand::List { json } => {
             let listed = backup::list(&config.backup.dir)?;

@@ -203,6 +203,16 @@ pub fn backup_report(report: &BackupReport) -> String {
         report.end_lsn,
         duration(report.duration_ms as i64)
     );
+    if let Some(compressed) = &report.compressed {
+        text.push_str(&format!(
+            "stored as {}: {} ({:.0}% of {}), compressing took {}\n",
+            crate::pg::backup::ARCHIVE_FILE,
+            ByteSize(compressed.bytes).display().iec(),
+            percent(compressed.bytes, report.bytes),
+            ByteSize(report.bytes).display().iec(),
+            duration(compressed.duration_ms as i64)
+        ));
+    }
     if !report.pruned.is_empty() {
         text.push_str(&format!("retention deleted {}\n", report.pruned.join(", ")));
     }
@@ -217,6 +227,14 @@ pub fn backup_report(report: &BackupReport) -> String {
         text.push_str(&format!("WAL ARCHIVE: {problem}\n"));
     }
     text
+}
+
+/// `part` as a percentage of `whole`.
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 100.0;
+    }
+    part as f64 * 100.0 / whole as f64
 }
 
 /// `backup prune [--dry-run]`: the backups and archived WAL deleted, or that would be.
@@ -334,6 +352,7 @@ pub fn backups_table(listed: &[Listed]) -> String {
         "STARTED (UTC)",
         "TOOK",
         "SIZE",
+        "STORED",
         "WAL (TIMELINE START END)",
         "SERVER",
         "VERIFIED",
@@ -344,6 +363,14 @@ pub fn backups_table(listed: &[Listed]) -> String {
             m.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             duration((m.finished_at - m.started_at).num_milliseconds()),
             ByteSize(m.bytes).display().iec().to_string(),
+            match &m.compressed {
+                Some(c) => format!(
+                    "{} zstd ({:.0}%)",
+                    ByteSize(c.bytes).display().iec(),
+                    percent(c.bytes, m.bytes)
+                ),
+                None => "plain".into(),
+            },
             format!("{} {} {}", m.timeline, m.start_lsn, m.end_lsn),
             m.server_version
                 .split_whitespace()
@@ -358,6 +385,7 @@ pub fn backups_table(listed: &[Listed]) -> String {
         ],
         None => [
             l.id.clone(),
+            "-".into(),
             "-".into(),
             "-".into(),
             "-".into(),

@@ -39,6 +39,20 @@ pub struct BackupConfig {
     /// `pgconf check --archive` waits for the segment it switched away from.
     #[serde(with = "humantime_serde")]
     pub archive_wait: Duration,
+    /// How a verified backup is stored: `off` keeps the plain data folder; `zstd` packs it, once
+    /// pg_verifybackup has passed, into one `base.tar.zst` beside its `backup.json` and `backup_manifest`.
+    pub compress: BackupCompression,
+}
+
+/// How a verified base backup is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupCompression {
+    /// The plain data folder pg_basebackup wrote.
+    #[default]
+    Off,
+    /// One tar file of the folder, compressed with zstd (level 3).
+    Zstd,
 }
 
 impl Default for BackupConfig {
@@ -53,6 +67,7 @@ impl Default for BackupConfig {
             timeout: Duration::from_secs(2 * 3600),
             max_rate: String::new(),
             archive_wait: Duration::from_secs(60),
+            compress: BackupCompression::Off,
         }
     }
 }

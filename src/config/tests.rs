@@ -159,6 +159,7 @@ fn every_key_is_set_by_the_rule_s_variable() {
                         "https://example.com/x",
                         "32k",
                         "gzip",
+                        "zstd",
                         "always",
                     ];
                     let mut texts: Vec<String> = text.iter().map(|t| t.to_string()).collect();

@@ -22,6 +22,8 @@ pub struct BackupRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub bytes: Option<u64>,
+    /// The size of its `base.tar.zst` when stored compressed (`backup.compress`).
+    pub compressed_bytes: Option<u64>,
     pub duration_ms: Option<i64>,
     /// The latest pg_verifybackup passed (`false` also for an incomplete folder).
     pub verified: bool,
@@ -115,6 +117,7 @@ fn backup_row(listed: backup::Listed) -> BackupRow {
             started_at: Some(m.started_at),
             finished_at: Some(m.finished_at),
             bytes: Some(m.bytes),
+            compressed_bytes: m.compressed.map(|c| c.bytes),
             duration_ms: Some((m.finished_at - m.started_at).num_milliseconds()),
             verified: m.verification.ok,
             verified_at: Some(m.verification.at),
@@ -125,6 +128,7 @@ fn backup_row(listed: backup::Listed) -> BackupRow {
             started_at: None,
             finished_at: None,
             bytes: None,
+            compressed_bytes: None,
             duration_ms: None,
             verified: false,
             verified_at: None,

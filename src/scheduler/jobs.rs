@@ -172,8 +172,13 @@ pub async fn execute(
             }
             let report = backup::run(&config, false).await?;
             let detail = serde_json::to_value(&report)?;
-            // The backup is kept, but the archive it is restored with is not complete: the run failed.
-            match &report.archive_problem {
+            // The backup is kept, but the archive it is restored with is not complete, or it could not
+            // be compressed as configured: the run failed.
+            match report
+                .archive_problem
+                .as_ref()
+                .or(report.compress_error.as_ref())
+            {
                 None => Ok(detail),
                 Some(problem) => Err(JobFailure {
                     message: problem.clone(),

@@ -61,6 +61,7 @@ fn write_backup(
             at: finished_at,
             problems: Vec::new(),
         },
+        compressed: None,
     };
     let folder = dir.join(id);
     std::fs::create_dir_all(&folder).unwrap();

@@ -1,20 +1,18 @@
-//! The backup folder as a catalogue: each complete backup's `backup.json`, listing, verifying again, and
-//! applying retention. A folder without the `.partial` suffix is complete and was verified when made.
+//! The backup folder as a catalogue: each complete backup's `backup.json`, listing, and applying retention.
+//! A folder without the `.partial` suffix is complete and was verified when made.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::retention;
 use crate::config::Config;
 use crate::pg::archive::expire::oldest_start;
 use crate::pg::archive::{Coverage, Expiry, KeptBackup, expire, gaps};
-use crate::pg::program::{Line, find_program, problem_lines, run_program};
 
 /// The metadata file inside each backup folder (pg_verifybackup is told to ignore it).
 pub const METADATA_FILE: &str = "backup.json";
@@ -44,6 +42,20 @@ pub struct Metadata {
     pub start_wal: Option<String>,
     /// The latest check with pg_verifybackup.
     pub verification: Verification,
+    /// Set once the backup is stored as `base.tar.zst` (`backup.compress`); `bytes` stays the plain size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed: Option<Compressed>,
+}
+
+/// What compressing a backup gave (`backup.compress`), recorded in its `backup.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compressed {
+    /// `zstd`.
+    pub format: String,
+    /// The size of `base.tar.zst`.
+    pub bytes: u64,
+    /// How long packing and compressing took.
+    pub duration_ms: u64,
 }
 
 /// One run of pg_verifybackup.
@@ -115,46 +127,18 @@ pub fn read_metadata(folder: &Path) -> anyhow::Result<Metadata> {
     serde_json::from_slice(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
-/// Runs pg_verifybackup on `folder`.
-pub async fn verify_folder(
-    pg_verifybackup: &Path,
-    folder: &Path,
-    timeout: Duration,
-) -> anyhow::Result<Verification> {
-    let mut command = tokio::process::Command::new(pg_verifybackup);
-    command.arg("--ignore").arg(METADATA_FILE).arg(folder);
-    let output = run_program(command, "pg_verifybackup", timeout, |_| Line::Problem).await?;
-    let ok = output.status.success();
-    let mut problems = if ok {
-        Vec::new()
+/// Where the drill and `backup verify` make their private folders: `backup.scratch`, or the system's
+/// temporary folder; created when missing, and absolute.
+pub fn scratch_parent(config: &Config) -> anyhow::Result<PathBuf> {
+    let parent = if config.backup.scratch.as_os_str().is_empty() {
+        std::env::temp_dir()
     } else {
-        problem_lines("pg_verifybackup", &output.stderr)
+        config.backup.scratch.clone()
     };
-    if !ok && problems.is_empty() {
-        problems.push(format!("pg_verifybackup ended with {}", output.status));
-    }
-    Ok(Verification {
-        ok,
-        at: Utc::now(),
-        problems,
-    })
-}
-
-/// `backup verify ID`: checks backup `id` again with pg_verifybackup and records the result in its
-/// `backup.json` (retention counts only backups whose latest verification passed).
-pub async fn verify(config: &Config, id: &str) -> anyhow::Result<Verification> {
-    let folder = backup_folder(&config.backup.dir, id)?;
-    let mut metadata = read_metadata(&folder)?;
-    let pg_verifybackup = find_program(&config.backup.pg_bin, "pg_verifybackup")?;
-    let verification = verify_folder(&pg_verifybackup, &folder, config.backup.timeout).await?;
-    metadata.verification = verification.clone();
-    write_metadata(&folder, &metadata)?;
-    if verification.ok {
-        info!(message = "backup verified", id);
-    } else {
-        warn!(message = "backup failed verification", id, problems = %verification.problems.join("; "));
-    }
-    Ok(verification)
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create the scratch parent {}", parent.display()))?;
+    std::fs::canonicalize(&parent)
+        .with_context(|| format!("cannot open the scratch parent {}", parent.display()))
 }
 
 /// The folder of complete backup `id` in `dir`.

@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use tracing::{error, info, warn};
 
+use super::catalog::Compressed;
 use super::catalog::{
     METADATA_TMP_SUFFIX, Metadata, PARTIAL_SUFFIX, Pruned, new_id, prune, sync_folder,
-    verify_folder, write_metadata,
+    write_metadata,
 };
-use crate::config::Config;
+use super::compress;
+use super::verify::verify_folder;
+use crate::config::{BackupCompression, Config};
 use crate::db::AdvisoryLock;
 use crate::pg::archive::gaps;
 use crate::pg::conf::await_archived;
@@ -45,6 +48,10 @@ pub struct BackupReport {
     pub wal_bytes_freed: u64,
     /// Why retention or WAL expiry could not run (the backup itself is good).
     pub prune_error: Option<String>,
+    /// The size of `base.tar.zst` and how long making it took, when `backup.compress` is on.
+    pub compressed: Option<Compressed>,
+    /// Why the verified backup could not be compressed (it is kept plain).
+    pub compress_error: Option<String>,
     /// What is wrong with the WAL archive this backup is restored with: its last segment did not reach
     /// the archive, or the archive has a gap since the oldest kept backup. `None` when it is complete, or
     /// the server does not archive.
@@ -185,6 +192,7 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
         end_lsn: end_lsn.clone(),
         start_wal,
         verification,
+        compressed: None,
     };
     write_metadata(&partial, &metadata).map_err(|e| explain_full(e, &dir))?;
     let path = dir.join(&id);
@@ -194,6 +202,24 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     guard.disarm();
     sync_folder(&dir);
     info!(message = "base backup verified and kept", id = %id, bytes, start_lsn = %start_lsn, end_lsn = %end_lsn);
+    let (compressed, compress_error) = match config.backup.compress {
+        BackupCompression::Off => (None, None),
+        BackupCompression::Zstd => {
+            let folder = path.clone();
+            match tokio::task::spawn_blocking(move || compress::compress(&folder)).await {
+                Ok(Ok(compressed)) => {
+                    info!(message = "base backup compressed", id = %id, bytes, compressed_bytes = compressed.bytes, duration_ms = compressed.duration_ms);
+                    (Some(compressed), None)
+                }
+                Ok(Err(e)) => {
+                    let error = explain_full(e, &dir);
+                    warn!(message = "cannot compress the backup; it is kept plain", id = %id, error = %format!("{error:#}"));
+                    (None, Some(format!("{error:#}")))
+                }
+                Err(e) => (None, Some(format!("compressing panicked: {e}"))),
+            }
+        }
+    };
     // The archive must hold the backup's WAL for a restore from the archive: wait for its last segment.
     let mut archive_problem = None;
     if archiving {
@@ -250,12 +276,15 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
         wal_bytes_freed: pruned.wal.bytes_freed,
         pruned: pruned.deleted,
         prune_error,
+        compressed,
+        compress_error,
         archive_problem,
     })
 }
 
-/// Removes what a crashed run left in `dir`: `<id>.partial` folders, `.<id>.deleting` folders and
-/// `.<id>.json.tmp` files. Only called while holding the backup lock.
+/// Removes what a crashed run left in `dir`: `<id>.partial` folders, `.<id>.deleting` folders,
+/// `.<id>.json.tmp` files, and in a complete backup a half-written archive or the plain files beside a
+/// committed one ([`compress::finish`]). Only called while holding the backup lock.
 fn remove_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -266,6 +295,18 @@ fn remove_leftovers(dir: &Path) {
             entry.path(),
         );
         let hidden = name.starts_with('.');
+        if path.is_dir() && !hidden && !name.ends_with(PARTIAL_SUFFIX) {
+            match compress::finish(&path) {
+                Ok(false) => {}
+                Ok(true) => {
+                    warn!(message = "finished compressing a backup an interrupted run left", path = %path.display())
+                }
+                Err(e) => {
+                    warn!(message = "cannot finish compressing a backup an interrupted run left", path = %path.display(), error = %format!("{e:#}"))
+                }
+            }
+            continue;
+        }
         let removed = if path.is_dir()
             && (name.ends_with(PARTIAL_SUFFIX) || (hidden && name.ends_with(".deleting")))
         {

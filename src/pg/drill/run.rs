@@ -144,12 +144,8 @@ pub async fn recover(
     let postgres = find_program(&config.backup.pg_bin, "postgres")?;
     let server_line = program_version(&postgres).await?;
     let name = source.name();
-    let major = std::fs::read_to_string(source.path().join("PG_VERSION"))
-        .with_context(|| format!("cannot read PG_VERSION of {name}"))?;
-    let major: u32 = major
-        .trim()
-        .parse()
-        .with_context(|| format!("PG_VERSION of {name} is not a number"))?;
+    // A compressed backup's version is in its backup.json.
+    let major = backup::major_version(source.path()).with_context(|| name.clone())?;
     if major_version(&server_line) != Some(major) {
         bail!(
             "{name} is of PostgreSQL {major}, but {} is `{server_line}`: point backup.pg_bin at the PostgreSQL {major} programs",

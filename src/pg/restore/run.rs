@@ -93,10 +93,16 @@ pub async fn restore(
         // Dropped (a signal), the restore stops its copy too.
         let cancel = tokio_util::sync::CancellationToken::new();
         let _stop = cancel.clone().drop_guard();
-        tokio::task::spawn_blocking(move || copy_tree(&from, &into, true, &cancel))
-            .await
-            .context("the copy panicked")?
-            .with_context(|| format!("cannot copy backup {} to {}", chosen.id, to.display()))?;
+        tokio::task::spawn_blocking(move || {
+            if backup::is_compressed(&from) {
+                backup::unpack(&from, &into, false, &cancel)
+            } else {
+                copy_tree(&from, &into, true, &cancel)
+            }
+        })
+        .await
+        .context("the copy panicked")?
+        .with_context(|| format!("cannot copy backup {} to {}", chosen.id, to.display()))?;
     }
     let settings = recovery_settings(&target, &restore_command);
     write_recovery(&to, &settings, &chosen.id, &target)?;
