@@ -7,7 +7,7 @@ use userpipe::app::Role;
 use userpipe::http::Readiness;
 
 use crate::support::cluster::TestCluster;
-use crate::support::{TestDb, TestKafka, config_for, prepare, start_app, wait_for};
+use crate::support::{TestDb, TestKafka, config_for, prepare, sample, start_app, wait_for};
 
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url)
@@ -17,23 +17,6 @@ async fn get(url: &str) -> (u16, String) {
         response.status().as_u16(),
         response.text().await.expect("a body"),
     )
-}
-
-/// The value of the sample `name` with exactly `labels`, from Prometheus text.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape =
-        prometheus_parse::Scrape::parse(lines).expect("the metrics parse as Prometheus text");
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
 }
 
 /// A backup folder with its `backup.json`, as a base-backup run leaves it.

@@ -455,6 +455,16 @@ async fn a_message_shaped_as_the_old_get_data_py_made_it_becomes_a_row() {
     assert_row_matches(&table[&id], expected.as_object().unwrap(), None);
 }
 
+/// Each row's `ingested_at`, which the sink sets when it writes the row: a second write would move it.
+async fn ingested_at(pool: &PgPool) -> HashMap<Uuid, DateTime<Utc>> {
+    sqlx::query_as("SELECT id, ingested_at FROM random_users")
+        .fetch_all(pool)
+        .await
+        .expect("select ingested_at")
+        .into_iter()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice() {
     let (kafka, db) = (TestKafka::new(), TestDb::new().await);
@@ -464,46 +474,101 @@ async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice()
     config.stages.batch_size = 500;
     prepare(&config, &db.pool).await;
     let dir = tempfile::tempdir().unwrap();
-    let start = || {
+    // A log per process, so the last one's HTTP address is its own.
+    let start = |n: usize| {
         Userpipe::spawn(
             &config,
             dir.path(),
-            "userpipe.log",
+            &format!("userpipe-{n}.log"),
             &["run", "--roles", "timestamp,tags,sink"],
         )
     };
+    let sink_group = format!("{}-sink", config.kafka.group_prefix);
 
     let chunk = 12_000;
     let users = generated_users(chunk * 3, 14, None);
-    let mut child = start();
+    let mut child = start(0);
+    let mut written: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    // Rows in the table whose messages the sink had not committed when it was killed: read again.
+    let (mut replayed, mut replayed_last) = (0, 0);
     for round in 0..3 {
         let before = row_count(&db.pool).await;
         publish_users(&config, &users[round * chunk..(round + 1) * chunk]).await;
         let published = ((round + 1) * chunk) as i64;
-        let at_kill = wait_for(
+        wait_for(
             "rows of this round to arrive",
             Duration::from_secs(120),
-            || async {
-                let n = row_count(&db.pool).await;
-                (n > before).then_some(n)
-            },
+            || async { (row_count(&db.pool).await > before).then_some(()) },
         )
         .await;
         child.kill();
+        // The process is gone: the table and the committed offsets stand still until the next start.
+        let at_kill = ingested_at(&db.pool).await;
         assert!(
-            at_kill < published,
+            (at_kill.len() as i64) < published,
             "round {round}: the kill came after all {published} rows were in"
         );
-        child = start();
+        let (lag, total) = lag_and_total(
+            &config.kafka.brokers,
+            &sink_group,
+            &config.topics.enriched,
+            config.kafka.partitions,
+        );
+        replayed_last = (at_kill.len() as i64 - (total - lag)).max(0);
+        replayed += replayed_last;
+        for (id, at) in &written {
+            assert_eq!(
+                at_kill.get(id),
+                Some(at),
+                "round {round}: row {id} was written again"
+            );
+        }
+        written = at_kill;
+        child = start(round + 1);
     }
+    assert!(replayed > 0, "no kill left written rows to be read again");
     wait_for_rows(&db.pool, users.len() as i64, Duration::from_secs(180)).await;
 
-    let ids: HashSet<Uuid> = rows(&db.pool).await.into_keys().collect();
+    let table = ingested_at(&db.pool).await;
     let expected: HashSet<Uuid> = users
         .iter()
         .map(|u| u["id"].as_str().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(ids, expected);
+    assert_eq!(table.keys().copied().collect::<HashSet<_>>(), expected);
+    for (id, at) in &written {
+        assert_eq!(
+            table.get(id),
+            Some(at),
+            "row {id} was written again after the last kill"
+        );
+    }
+
+    // The last process wrote exactly the rows missing when it started, and no row twice, although it
+    // read again what the killed one had written.
+    let base = child.http_base().await;
+    let missing = (users.len() - written.len()) as f64;
+    let sink = |name: &'static str| {
+        let base = base.clone();
+        async move {
+            support::sample(&support::scrape(&base).await, name, &[("stage", "sink")])
+                .unwrap_or(0.0)
+        }
+    };
+    wait_for(
+        "the sink to count its rows",
+        Duration::from_secs(30),
+        || async { (sink("userpipe_produced_total").await >= missing).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        sink("userpipe_produced_total").await,
+        missing,
+        "rows written by the last process"
+    );
+    assert!(
+        sink("userpipe_consumed_total").await >= missing + replayed_last as f64,
+        "the last process read again what the killed one wrote without committing"
+    );
 
     // A SIGTERM stops it cleanly, with exit status 0, within 10 seconds.
     let exited = child.terminate().await;

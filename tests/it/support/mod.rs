@@ -439,3 +439,29 @@ pub async fn start_app(
     let task = tokio::spawn(app.run(shutdown.clone()));
     (base, shutdown, task)
 }
+
+/// The value of the sample `name` with exactly `labels`, from Prometheus text.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape =
+        prometheus_parse::Scrape::parse(lines).expect("the metrics parse as Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// The Prometheus text of a running process's `/metrics` (`base`: `http://127.0.0.1:<port>`).
+pub async fn scrape(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {base}/metrics: {e}"));
+    assert_eq!(response.status().as_u16(), 200, "GET {base}/metrics");
+    response.text().await.expect("the metrics as text")
+}
