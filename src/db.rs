@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::retry::{Attempt, Backoff, until_done};
@@ -109,8 +109,10 @@ pub async fn connect_with(
 }
 
 /// Opens one connection of its own to `url` (settings changes, backups, advisory locks held by a session).
+/// sqlx logs none of its statements (at DEBUG, or at WARN when slow): `ALTER SYSTEM` carries a setting's
+/// value, and an `archive_command` may carry credentials.
 pub async fn connect_one(url: &str) -> anyhow::Result<PgConnection> {
-    let options = connect_options(url)?;
+    let options = connect_options(url)?.disable_statement_logging();
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgConnection::connect_with(&options)
         .await

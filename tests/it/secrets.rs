@@ -13,9 +13,10 @@ use userpipe::config::Secret;
 use userpipe::pg::backup;
 
 use crate::pg::helpers::{code, ops, stdout, userpipe};
+use crate::pipeline::{generated_users, publish_users, wait_for_rows};
 use crate::support::cluster::{ClusterOptions, TestCluster};
 use crate::support::randomuser::{FakeRandomUser, Reply};
-use crate::support::{TestDb, TestKafka, config_for, prepare, unique};
+use crate::support::{TestDb, TestKafka, Userpipe, config_for, prepare, unique, wait_for};
 
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -189,5 +190,164 @@ async fn the_pg_programs_get_the_password_from_the_environment_only() {
         std::fs::read_to_string(bin.join("argv")).unwrap(),
         argv,
         "no program ran"
+    );
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The body of `GET url`, whatever its status.
+async fn body(url: &str) -> String {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_database_url_is_in_no_log_of_userpipe_run_nor_in_an_http_error() {
+    let (kafka, db, dir) = (
+        TestKafka::new(),
+        TestDb::new().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let password = a_secret("pw");
+    let mut config = config_for(&kafka, &db.url());
+    config.scheduler.dir = dir.path().join("schedules");
+    std::fs::create_dir_all(&config.scheduler.dir).unwrap();
+    prepare(&config, &db.pool).await;
+    // Every event userpipe and the libraries emit.
+    let debug = [("USERPIPE_LOG", "debug")];
+
+    // Text logs, the database there (trust: the password is sent, never needed), users flowing.
+    let mut url = url::Url::parse(&db.url()).unwrap();
+    url.set_password(Some(&password)).unwrap();
+    config.database.url = Secret::new(url.to_string());
+    let mut up = Userpipe::spawn_with(&config, dir.path(), "text.log", &["run"], &debug);
+    let base = up.http_base().await;
+    publish_users(&config, &generated_users(20, 23, None)).await;
+    wait_for_rows(&db.pool, 20, Duration::from_secs(60)).await;
+    let mut answers = vec![
+        body(&format!("{base}/readyz")).await,
+        body(&format!("{base}/api/jobs/not-a-run")).await,
+        body(&format!("{base}/api/jobs?status=nonsense")).await,
+    ];
+    assert!(up.terminate().await.success());
+
+    // JSON logs, the database unreachable: every connection fails and says so.
+    let port = closed_port();
+    config.database.url = Secret::new(format!(
+        "postgres://postgres:{password}@127.0.0.1:{port}/users"
+    ));
+    let mut down = Userpipe::spawn_with(
+        &config,
+        dir.path(),
+        "json.log",
+        &["--log-format", "json", "run"],
+        &debug,
+    );
+    let base = down.http_base().await;
+    let unready = wait_for(
+        "readyz to say postgresql is unreachable",
+        Duration::from_secs(30),
+        || async {
+            let readyz = body(&format!("{base}/readyz")).await;
+            readyz.contains("unreachable").then_some(readyz)
+        },
+    )
+    .await;
+    answers.push(unready);
+    answers.push(body(&format!("{base}/api/jobs")).await);
+    answers.push(body(&format!("{base}/api/postgres")).await);
+    wait_for(
+        "the failed connections to be logged",
+        Duration::from_secs(30),
+        || async {
+            let log = down.log_text();
+            log.contains("cannot apply migrations, retrying")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(down.terminate().await.success());
+
+    let (text, json) = (up.log_text(), down.log_text());
+    assert!(text.contains("http endpoints listening"), "{text}");
+    assert!(
+        json.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "{json}"
+    );
+    for (what, said) in [("text log", &text), ("json log", &json)]
+        .into_iter()
+        .chain(answers.iter().map(|a| ("an http answer", a)))
+    {
+        assert!(
+            !said.contains(&password),
+            "the password is in {what}:\n{said}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgconf_logs_the_names_of_the_settings_it_writes_never_their_values() {
+    let cluster = TestCluster::start();
+    let mut ops = ops(&cluster).await;
+    let token = a_secret("token");
+    // An archive_command carrying a credential, as one copying to object storage may.
+    let file = ops.dir.path().join("archiving.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "wal_level = replica\narchive_mode = on\narchive_command = '/bin/true --token {token} %p'\narchive_timeout = 60s\n"
+        ),
+    )
+    .unwrap();
+    ops.config.pgconf.file = file;
+    let config_file = ops.dir.path().join("userpipe.toml");
+    std::fs::write(&config_file, toml::to_string(&ops.config).unwrap()).unwrap();
+
+    let mut logs = String::new();
+    for format in ["text", "json"] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_userpipe"));
+        for (name, _) in userpipe::config::ENV_OVERRIDES {
+            command.env_remove(name);
+        }
+        let applied = command
+            .args(["--log-format", format, "--config"])
+            .arg(&config_file)
+            .args(["pgconf", "apply"])
+            .env("USERPIPE_LOG", "debug")
+            .output()
+            .unwrap();
+        assert!(
+            [0, i32::from(userpipe::cli::exit::RESTART_NEEDED)].contains(&code(&applied)),
+            "{}{}",
+            stdout(&applied),
+            stderr(&applied)
+        );
+        logs += &stderr(&applied);
+    }
+    assert!(
+        logs.contains("setting written with ALTER SYSTEM") && logs.contains("archive_command"),
+        "the settings written are named: {logs}"
+    );
+    assert!(
+        !logs.contains(&token),
+        "a setting's value is logged: {logs}"
+    );
+    let mut conn = cluster.connect().await;
+    let written: String = sqlx::query_scalar(
+        "SELECT setting FROM pg_file_settings WHERE name = 'archive_command' AND applied IS NOT NULL ORDER BY seqno DESC LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        written.contains(&token),
+        "the command was written: {written}"
     );
 }

@@ -270,6 +270,17 @@ pub struct Userpipe {
 impl Userpipe {
     /// Starts `userpipe --config <dir>/userpipe.toml <args>`, appending its stderr to `<dir>/<log>`.
     pub fn spawn(config: &Config, dir: &Path, log: &str, args: &[&str]) -> Self {
+        Self::spawn_with(config, dir, log, args, &[])
+    }
+
+    /// [`Userpipe::spawn`] with `env` set for the process (`USERPIPE_LOG`, ...).
+    pub fn spawn_with(
+        config: &Config,
+        dir: &Path,
+        log: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let config_file = dir.join("userpipe.toml");
         std::fs::write(
             &config_file,
@@ -289,6 +300,7 @@ impl Userpipe {
             command.env_remove(name);
         }
         let child = command
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&config_file)
             .args(args)
@@ -340,6 +352,13 @@ impl Userpipe {
             let address = log.lines().find_map(|line| {
                 let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
                 Some(rest.split_whitespace().next()?.to_owned())
+            });
+            // The same event as a JSON line (`--log-format json`).
+            let address = address.or_else(|| {
+                log.lines()
+                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                    .find(|event| event["message"] == "http endpoints listening")
+                    .and_then(|event| Some(event["address"].as_str()?.to_owned()))
             });
             if let Some(address) = address {
                 return format!("http://{address}");
