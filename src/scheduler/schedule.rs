@@ -559,19 +559,29 @@ mod tests {
     #[test]
     fn the_shipped_schedules_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
-        for (name, kind, cron) in [
-            ("base-backup", "base-backup", "0 2 * * 6"),
-            ("restore-drill", "restore-drill", "0 4 * * 6"),
-            ("pgconf-enforce", "pgconf-enforce", "*/5 * * * *"),
-        ] {
-            let path = dir.join(format!("{name}.toml"));
+        let mut shipped = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
             let text = std::fs::read_to_string(&path).unwrap();
-            let schedule = parse(&path, &text).unwrap();
-            assert_eq!(
-                (schedule.job.kind(), schedule.cron_text.as_str()),
-                (kind, cron)
+            let schedule = parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(schedule.timezone, Tz::UTC, "{}", path.display());
+            shipped.insert(
+                schedule.name.clone(),
+                (schedule.job.kind(), schedule.cron_text.clone()),
             );
-            assert_eq!(schedule.timezone, Tz::UTC);
         }
+        let expected: std::collections::BTreeMap<String, (&str, String)> = [
+            ("base-backup", "0 2 * * 6"),
+            ("fetch-users", "* * * * *"),
+            ("pgconf-enforce", "*/5 * * * *"),
+            ("restore-drill", "0 4 * * 6"),
+        ]
+        .into_iter()
+        .map(|(name, cron)| (name.to_owned(), (name, cron.to_owned())))
+        .collect();
+        assert_eq!(shipped, expected);
     }
 }

@@ -7,7 +7,9 @@ use userpipe::app::Role;
 use userpipe::http::Readiness;
 
 use crate::support::cluster::TestCluster;
-use crate::support::{TestDb, TestKafka, config_for, prepare, sample, start_app, wait_for};
+use crate::support::{
+    TestDb, TestKafka, Userpipe, config_for, prepare, sample, scrape, start_app, unique, wait_for,
+};
 
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url)
@@ -56,8 +58,13 @@ fn write_backup(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_parse_and_their_counters_move_when_users_flow() {
-    let (kafka, db) = (TestKafka::new(), TestDb::new().await);
+async fn metrics_count_exactly_this_process_s_users_and_runs_and_api_jobs_filters_limits_and_answers_in_time()
+ {
+    let (kafka, db, dir) = (
+        TestKafka::new(),
+        TestDb::new().await,
+        tempfile::tempdir().unwrap(),
+    );
     let mut config = config_for(&kafka, &db.url());
     // One verified backup and one that failed verification, later: the gauge shows the verified one.
     let backups = tempfile::tempdir().unwrap();
@@ -70,42 +77,63 @@ async fn metrics_parse_and_their_counters_move_when_users_flow() {
         false,
     );
     config.backup.dir = backups.path().to_owned();
+    // A schedule of this test's own: 50 users from the generator, once at start.
+    config.scheduler.dir = dir.path().join("schedules");
+    std::fs::create_dir_all(&config.scheduler.dir).unwrap();
+    let schedule = unique("metrics");
+    std::fs::write(
+        config.scheduler.dir.join(format!("{schedule}.toml")),
+        "job = \"fetch-users\"\ncron = \"@yearly\"\nrun_on_start = true\n[params]\nsource = \"generator\"\nresults = 50\n",
+    )
+    .unwrap();
     prepare(&config, &db.pool).await;
-    let (base, shutdown, task) = start_app(&config, &Role::PIPELINE).await;
-
+    // A process of its own: its registry counts nothing but this test's traffic.
+    let mut up = Userpipe::spawn(&config, dir.path(), "userpipe.log", &["run"]);
+    let base = up.http_base().await;
     assert_eq!(
         get(&format!("{base}/healthz")).await,
         (200, "ok\n".to_owned())
     );
-    let (status, body) = get(&format!("{base}/metrics")).await;
-    assert_eq!(status, 200);
-    let before =
-        |stage: &str| sample(&body, "userpipe_consumed_total", &[("stage", stage)]).unwrap_or(0.0);
-    let (timestamp0, sink0) = (before("timestamp"), before("sink"));
-
-    let producer = userpipe::kafka::producer(&config.kafka).unwrap();
-    userpipe::pipeline::fetch::run(&config, &producer, 50, uuid::Uuid::new_v4())
-        .await
-        .expect("publish 50 users");
     wait_for("50 rows", Duration::from_secs(60), || async {
         (crate::support::row_count(&db.pool).await == 50).then_some(())
     })
     .await;
-
-    let (_, body) = get(&format!("{base}/metrics")).await;
-    let now = |name: &str, stage: &str| sample(&body, name, &[("stage", stage)]).unwrap_or(0.0);
-    assert!(
-        now("userpipe_consumed_total", "timestamp") >= timestamp0 + 50.0,
+    let body = wait_for("the run to be counted", Duration::from_secs(30), || async {
+        let body = scrape(&base).await;
+        let runs = [("schedule", schedule.as_str()), ("status", "succeeded")];
+        (sample(&body, "userpipe_job_runs_total", &runs) == Some(1.0)).then_some(body)
+    })
+    .await;
+    let stage = |name: &str, stage: &str| sample(&body, name, &[("stage", stage)]);
+    for (name, at, n) in [
+        ("userpipe_consumed_total", "timestamp", 50.0),
+        ("userpipe_produced_total", "timestamp", 50.0),
+        ("userpipe_consumed_total", "tags", 50.0),
+        ("userpipe_produced_total", "tags", 50.0),
+        ("userpipe_consumed_total", "sink", 50.0),
+        ("userpipe_produced_total", "sink", 50.0),
+        ("userpipe_dead_lettered_total", "sink", 0.0),
+    ] {
+        assert_eq!(
+            stage(name, at).unwrap_or(0.0),
+            n,
+            "{name}{{stage={at}}}\n{body}"
+        );
+    }
+    assert_eq!(
+        sample(&body, "userpipe_sink_batch_rows_sum", &[]),
+        Some(50.0),
         "{body}"
     );
-    assert!(
-        now("userpipe_consumed_total", "sink") >= sink0 + 50.0,
+    assert_eq!(
+        sample(
+            &body,
+            "userpipe_job_duration_seconds_count",
+            &[("schedule", &schedule)]
+        ),
+        Some(1.0),
         "{body}"
     );
-    assert!(now("userpipe_produced_total", "tags") >= 50.0, "{body}");
-    assert!(now("userpipe_produced_total", "sink") >= 50.0, "{body}");
-    assert!(body.contains("userpipe_sink_batch_rows_bucket"), "{body}");
-    assert!(body.contains("userpipe_dead_lettered_total"), "{body}");
     let newest = sample(
         &body,
         "userpipe_last_verified_backup_timestamp_seconds",
@@ -113,15 +141,76 @@ async fn metrics_parse_and_their_counters_move_when_users_flow() {
     );
     assert_eq!(newest, Some(verified_at.timestamp() as f64));
 
-    let (status, body) = get(&format!("{base}/api/jobs")).await;
-    assert_eq!(status, 200);
+    // /api/jobs: a second run of the schedule, then its filters and limit.
+    let manual = crate::support::userpipe_output(&config, dir.path(), &["jobs", "run", &schedule]);
+    assert!(manual.status.success(), "{manual:?}");
+    let jobs = |query: String| {
+        let url = format!("{base}/api/jobs{query}");
+        async move {
+            let (status, body) = get(&url).await;
+            assert_eq!(status, 200, "{url}: {body}");
+            let runs: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+            runs.iter()
+                .map(|r| {
+                    (
+                        r["schedule"].as_str().unwrap().to_owned(),
+                        r["trigger"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let mine = |triggers: &[&str]| {
+        triggers
+            .iter()
+            .map(|t| (schedule.clone(), (*t).to_owned()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
-        serde_json::json!([])
+        jobs(format!("?schedule={schedule}")).await,
+        mine(&["manual", "start"])
     );
+    assert_eq!(
+        jobs(format!("?schedule={schedule}&limit=1")).await,
+        mine(&["manual"])
+    );
+    assert_eq!(
+        jobs(format!("?schedule={schedule}&status=succeeded")).await,
+        mine(&["manual", "start"])
+    );
+    assert_eq!(
+        jobs(format!("?schedule={schedule}&status=failed")).await,
+        mine(&[])
+    );
+    assert_eq!(jobs("?schedule=another".into()).await, mine(&[]));
+    let (status, body) = get(&format!("{base}/api/jobs?status=done")).await;
+    assert_eq!(status, 400, "{body}");
 
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    // PostgreSQL holding the journal locked: /api/jobs answers within its bound, and says why.
+    let mut locker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{base}/api/jobs"))
+        .send()
+        .await
+        .expect("an answer while the journal is locked");
+    let took = asked.elapsed();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "postgresql did not answer within 5s\n"
+    );
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    locker.rollback().await.unwrap();
+    assert!(up.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod pipeline;
 mod runs;
 mod scheduler;
 mod secrets;
+mod shutdown;
 mod sink;
 mod smoke;
 mod status;

@@ -72,6 +72,13 @@ fn runner(config: &Config, pool: &PgPool) -> Arc<Runner> {
     Runner::new(config.clone(), Some(pool.clone()), journal).unwrap()
 }
 
+/// The process found every file of its schedule folder valid (its own configuration file is not there).
+fn assert_no_invalid_file(userpipe: &Userpipe) {
+    let log = userpipe.log_text();
+    assert!(log.contains("scheduler started"), "{log}");
+    assert!(!log.contains("invalid schedule file"), "{log}");
+}
+
 fn parse(text: &str) -> schedule::Schedule {
     schedule::parse(Path::new("test.toml"), text).expect("a valid schedule")
 }
@@ -237,6 +244,7 @@ async fn hot_reload_applies_edits_keeps_the_last_good_version_and_drops_removed_
         runs(&db.pool, "tick").await.is_empty(),
         "a yearly schedule has not fired"
     );
+    assert_no_invalid_file(&userpipe);
 
     // An edit takes effect within 5 seconds.
     let edited = Utc::now();
@@ -318,20 +326,46 @@ async fn hot_reload_applies_edits_keeps_the_last_good_version_and_drops_removed_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (kafka, db, config) = setup(dir.path()).await;
+    let (kafka, db, mut config) = setup(dir.path()).await;
+    // Each run takes 1.5 s of a schedule firing every second: the next firing comes while it goes on,
+    // often to the other replica, which must find the schedule locked across replicas.
+    let server = FakeRandomUser::start(vec![
+        Reply::json(200, fixture_page()).after(Duration::from_millis(1500)),
+    ])
+    .await;
+    config.fetch.source = server.url.clone();
     write(
         dir.path(),
         "tick",
-        "job = \"fetch-users\"\ncron = \"* * * * * *\"\n",
+        "job = \"fetch-users\"\ncron = \"* * * * * *\"\ntimeout = \"30s\"\n",
     );
     let args = ["run", "--roles", "scheduler"];
     let mut a = Userpipe::spawn(&config, dir.path(), "a.log", &args);
     let mut b = Userpipe::spawn(&config, dir.path(), "b.log", &args);
     let started = Utc::now();
-    // The test's window: 20 seconds of a schedule firing every second.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    let other_replica = "the previous run is still running on another replica";
+    // Both replicas ran firings, and one found the other's run going.
+    wait_for(
+        "both replicas to run firings and one to skip for the other's run",
+        Duration::from_secs(90),
+        || async {
+            let runs = runs(&db.pool, "tick").await;
+            let ran: HashSet<&str> = runs
+                .iter()
+                .filter(|r| r.status == Status::Succeeded)
+                .map(|r| r.instance.as_str())
+                .collect();
+            let crossed = runs
+                .iter()
+                .any(|r| r.reason.as_deref() == Some(other_replica));
+            (ran.len() == 2 && crossed && runs.len() >= 16).then_some(())
+        },
+    )
+    .await;
     assert!(a.terminate().await.success());
     assert!(b.terminate().await.success());
+    assert_no_invalid_file(&a);
+    assert_no_invalid_file(&b);
 
     let runs: Vec<RunRecord> = runs(&db.pool, "tick")
         .await
@@ -352,22 +386,25 @@ async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
             "{run:?}"
         );
     }
-    let succeeded = runs
+    // overlap = "skip" holds across the replicas: no two runs went on at once.
+    let mut ran: Vec<&RunRecord> = runs
         .iter()
         .filter(|r| r.status == Status::Succeeded)
-        .count();
-    assert!(
-        succeeded * 2 > runs.len(),
-        "most firings ran: {succeeded} of {}",
-        runs.len()
-    );
+        .collect();
+    ran.sort_by_key(|r| r.started_at);
+    for pair in ran.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        assert!(
+            after.started_at >= before.finished_at.unwrap(),
+            "two runs at once, on {} and {}:\n{before:?}\n{after:?}",
+            before.instance,
+            after.instance
+        );
+    }
+    let succeeded = ran.len();
     // Every second of the steady part of the window fired, once.
     let first = *distinct.iter().min().unwrap();
     let last = *distinct.iter().max().unwrap();
-    assert!(
-        last - first >= chrono::Duration::seconds(14),
-        "fired from {first} to {last} only"
-    );
     let expected = (last - first).num_seconds() + 1;
     assert_eq!(
         distinct.len() as i64,
@@ -375,13 +412,11 @@ async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
         "a gap between {first} and {last}"
     );
     assert!(first - started < chrono::Duration::seconds(5));
-    let instances: HashSet<&str> = runs.iter().map(|r| r.instance.as_str()).collect();
-    assert!(!instances.is_empty());
-    // Each run published its one user: as many users as runs, each from a different run.
+    // Each run published the page's two users: twice as many users as runs, from as many runs.
     let published = consume(
         &kafka.brokers,
         &config.topics.users,
-        succeeded,
+        2 * succeeded,
         Duration::from_secs(30),
     )
     .await;
@@ -400,7 +435,7 @@ async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
         &config.topics.users,
         config.kafka.partitions,
     );
-    assert_eq!(total as usize, succeeded, "no run published twice");
+    assert_eq!(total as usize, 2 * succeeded, "no run published twice");
 }
 
 /// The `job run finished` events of a JSON log: (run id, attempt) -> status.
@@ -489,6 +524,8 @@ async fn journal_rows_match_the_log_and_an_interrupted_run_becomes_abandoned() {
     )
     .await;
     assert!(second.terminate().await.success());
+    assert_no_invalid_file(&first);
+    assert_no_invalid_file(&second);
 
     // Every finished event the second process logged is in the table, as logged; so is every row the first
     // process wrote before it was killed.
@@ -570,4 +607,92 @@ async fn with_postgres_down_a_job_still_runs_and_its_record_reaches_the_table_on
     .await;
     assert_eq!(record.trigger, Trigger::Manual);
     assert_eq!(record.detail.expect("detail")["published"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_allow_jitter_and_enabled_false_do_what_they_say_beside_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, db, config) = setup(dir.path()).await;
+    // Every answer takes 2.5 s: a run every second overlaps the next ones.
+    let server = FakeRandomUser::start(vec![
+        Reply::json(200, fixture_page()).after(Duration::from_millis(2500)),
+    ])
+    .await;
+    let fetch = |cron: &str, more: &str| {
+        format!(
+            "job = \"fetch-users\"\ncron = \"{cron}\"\ntimeout = \"30s\"\n{more}\n[params]\nsource = \"{}\"\n",
+            server.url
+        )
+    };
+    write(
+        dir.path(),
+        "allow",
+        &fetch("* * * * * *", "overlap = \"allow\""),
+    );
+    write(dir.path(), "off", &fetch("* * * * * *", "enabled = false"));
+    write(
+        dir.path(),
+        "jittered",
+        "job = \"fetch-users\"\ncron = \"*/3 * * * * *\"\njitter = \"2s\"\n[params]\nsource = \"generator\"\n",
+    );
+    write(
+        dir.path(),
+        "broken",
+        "job = \"fetch-users\"\ncron = \"* * *\"\n",
+    );
+    let (shutdown, task) = start_scheduler(&config, &db.pool);
+
+    let (allowed, jittered) = wait_for(
+        "overlapping runs and four jittered ones",
+        Duration::from_secs(60),
+        || async {
+            let allowed: Vec<RunRecord> = runs(&db.pool, "allow")
+                .await
+                .into_iter()
+                .filter(|r| r.status == Status::Succeeded)
+                .collect();
+            let jittered: Vec<RunRecord> = runs(&db.pool, "jittered")
+                .await
+                .into_iter()
+                .filter(|r| r.status == Status::Succeeded)
+                .collect();
+            (allowed.len() >= 3 && jittered.len() >= 4).then_some((allowed, jittered))
+        },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    // overlap = "allow": a firing runs while the one before still goes; none is skipped.
+    let all = runs(&db.pool, "allow").await;
+    assert!(all.iter().all(|r| r.status != Status::Skipped), "{all:?}");
+    assert!(
+        allowed
+            .windows(2)
+            .any(|w| w[1].started_at < w[0].finished_at.unwrap()),
+        "no two runs went on at once: {allowed:?}"
+    );
+    // enabled = false: never fires.
+    let off = runs(&db.pool, "off").await;
+    assert!(off.is_empty(), "{off:?}");
+    // jitter = "2s": each run starts up to 2 s after its firing, not all at once.
+    let delays: Vec<chrono::Duration> = jittered
+        .iter()
+        .map(|r| r.started_at - r.scheduled_for.unwrap())
+        .collect();
+    assert!(
+        delays
+            .iter()
+            .all(|d| *d < chrono::Duration::milliseconds(3500)),
+        "{delays:?}"
+    );
+    assert!(
+        delays
+            .iter()
+            .any(|d| *d > chrono::Duration::milliseconds(300)),
+        "no run was delayed: {delays:?}"
+    );
+    // The broken file is not a schedule, and it stopped none of the others.
+    let broken = runs(&db.pool, "broken").await;
+    assert!(broken.is_empty(), "{broken:?}");
 }

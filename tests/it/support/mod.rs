@@ -268,7 +268,7 @@ pub struct Userpipe {
 }
 
 impl Userpipe {
-    /// Starts `userpipe --config <dir>/userpipe.toml <args>`, appending its stderr to `<dir>/<log>`.
+    /// Starts `userpipe --config <dir>/.config/userpipe.toml <args>`, appending its stderr to `<dir>/<log>`.
     pub fn spawn(config: &Config, dir: &Path, log: &str, args: &[&str]) -> Self {
         Self::spawn_with(config, dir, log, args, &[])
     }
@@ -281,7 +281,10 @@ impl Userpipe {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let config_file = dir.join("userpipe.toml");
+        // In a folder of its own: `dir` may be the schedule folder, where it would be read as a schedule.
+        let configs = dir.join(".config");
+        std::fs::create_dir_all(&configs).expect("make the config folder");
+        let config_file = configs.join("userpipe.toml");
         std::fs::write(
             &config_file,
             toml::to_string(config).expect("render the config"),
