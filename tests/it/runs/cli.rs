@@ -104,6 +104,7 @@ fn write_backup(dir: &Path, id: &str, finished_at: chrono::DateTime<chrono::Utc>
         start_lsn: "0/2000028".into(),
         end_lsn: "0/2000100".into(),
         start_wal: None,
+        compressed: None,
         verification: userpipe::pg::backup::Verification {
             ok: true,
             at: finished_at,
