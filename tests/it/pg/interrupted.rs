@@ -122,11 +122,14 @@ async fn drill_server_up(parent: &Path) -> PathBuf {
     .await
 }
 
-/// The pid of the server running in scratch folder `dir`, if one runs there.
+/// The pid of the server running in scratch folder `dir`, once its sockets are made (`postmaster.pid` then
+/// has its status line, the eighth).
 fn postmaster_pid(dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(dir.join("data/postmaster.pid")).ok()?;
-    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: u32 = lines.first()?.trim().parse().ok()?;
+    let started = lines.len() >= 8;
+    (started && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
 }
 
 /// The inodes of the TCP sockets listening on this machine (state 0A in /proc/net/tcp and tcp6).
