@@ -307,12 +307,16 @@ pub fn archive_check(check: &ArchiveCheck, archive: &std::path::Path) -> String 
 /// `backup restore-test`: what the drill found.
 pub fn drill_report(report: &DrillReport) -> String {
     let newest = report
+        .recovered
         .newest_commit_time
         .map(|t| t.to_rfc3339())
         .unwrap_or_else(|| "none replayed".into());
     format!(
         "backup {} restores: {} rows in random_users, recovery took {:.1} s ({} WAL segments from the archive), newest commit {newest}\n",
-        report.backup_id, report.rows, report.recovery_seconds, report.wal_segments_restored
+        report.backup_id,
+        report.recovered.rows,
+        report.recovered.recovery_seconds,
+        report.recovered.wal_segments_restored
     )
 }
 

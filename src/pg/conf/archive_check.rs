@@ -262,24 +262,17 @@ pub fn archive_error_lines(log: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
+    use crate::pg::conf::archiver::keeping_up;
 
+    /// Two failures long ago, and one segment waiting.
     fn stats() -> ArchiverStats {
-        let now: DateTime<Utc> = "2026-01-03T02:00:00Z".parse().unwrap();
+        let now = keeping_up().checked_at;
         ArchiverStats {
-            archive_mode: "on".into(),
-            archive_timeout_seconds: 60,
-            archived_count: 10,
             failed_count: 2,
-            last_archived_wal: Some("000000010000000000000009".into()),
-            last_archived_time: Some(now - chrono::Duration::seconds(30)),
-            last_archived_age_seconds: Some(30.0),
-            last_failed_wal: None,
             last_failed_time: Some(now - chrono::Duration::seconds(300)),
-            last_failure: None,
             waiting_segments: 1,
             oldest_waiting_age_seconds: Some(0.5),
-            checked_at: now,
+            ..keeping_up()
         }
     }
 

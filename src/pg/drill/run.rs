@@ -29,17 +29,9 @@ use crate::pg::restore::target::{Target, recovery_settings};
 pub struct DrillReport {
     pub backup_id: String,
     pub backup_started_at: DateTime<Utc>,
-    /// Rows in the restored `random_users`.
-    pub rows: i64,
-    /// From the server's start until recovery ended and it was promoted.
-    pub recovery_seconds: f64,
-    /// The commit time of the last transaction recovery replayed.
-    pub newest_commit_time: Option<DateTime<Utc>>,
-    /// Where replay ended.
-    pub replayed_to_lsn: Option<String>,
-    /// WAL segments restored from the archive.
-    pub wal_segments_restored: usize,
-    pub server_version: String,
+    /// What the throwaway server recovered (its fields stand beside the others in JSON).
+    #[serde(flatten)]
+    pub recovered: Recovered,
     pub duration_ms: u64,
 }
 
@@ -64,15 +56,10 @@ pub async fn run(config: &Config, id: Option<&str>) -> anyhow::Result<DrillRepor
     let report = DrillReport {
         backup_id: chosen.id.clone(),
         backup_started_at: metadata.started_at,
-        rows: recovered.rows,
-        recovery_seconds: recovered.recovery_seconds,
-        newest_commit_time: recovered.newest_commit_time,
-        replayed_to_lsn: recovered.replayed_to_lsn,
-        wal_segments_restored: recovered.wal_segments_restored,
-        server_version: recovered.server_version,
+        recovered,
         duration_ms: clock.elapsed().as_millis() as u64,
     };
-    info!(message = "restore drill passed", backup = %report.backup_id, rows = report.rows, recovery_seconds = report.recovery_seconds);
+    info!(message = "restore drill passed", backup = %report.backup_id, rows = report.recovered.rows, recovery_seconds = report.recovered.recovery_seconds);
     Ok(report)
 }
 

@@ -71,7 +71,7 @@ async fn a_compressed_backup_lists_both_sizes_verifies_drills_and_restores() {
     switch_and_wait_for_the_archive(&cluster, &mut conn).await;
     let drilled = drill::run(&config, None).await.expect("a drill");
     assert_eq!(
-        (drilled.backup_id.as_str(), drilled.rows),
+        (drilled.backup_id.as_str(), drilled.recovered.rows),
         (report.id.as_str(), 150)
     );
     let to = cluster.root().join("restored");

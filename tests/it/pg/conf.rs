@@ -169,24 +169,7 @@ async fn pgconf_enforce_records_the_archiver_and_fails_when_archiving_fails() {
 
     // The archive volume goes missing: the script fails, the server counts failures, the run fails.
     std::fs::rename(cluster.archive(), cluster.root().join("archive-gone")).unwrap();
-    let mut conn = cluster.connect().await;
-    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_switch_wal()")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    wait_for("an archiving failure", Duration::from_secs(30), || async {
-        let mut conn = cluster.connect().await;
-        let failed: i64 = sqlx::query_scalar("SELECT failed_count FROM pg_stat_archiver")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        (failed > 0).then_some(())
-    })
-    .await;
+    let segment = switch_and_wait_for_an_archiving_failure(&cluster).await;
     let run = fire(&config, &db, "enforce_failing", text).await;
     assert_eq!(run.status, Status::Failed);
     let error = run.error.unwrap();

@@ -132,7 +132,7 @@ async fn expiry_removes_exactly_the_wal_before_the_oldest_kept_backup_and_kept_b
     let c_id = detail["id"].as_str().unwrap();
     for id in [b.id.as_str(), c_id] {
         let report = drill::run(&config, Some(id)).await.expect("a drill");
-        assert_eq!(report.rows, 40, "backup {id}");
+        assert_eq!(report.recovered.rows, 40, "backup {id}");
     }
 }
 

@@ -158,24 +158,7 @@ async fn a_full_archive_fails_pgconf_enforce_with_the_archivers_error() {
     config.backup.wal_archive = small.path.clone();
 
     // A 16 MB segment does not fit in 8 MB.
-    let mut conn = cluster.connect().await;
-    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_switch_wal()")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    wait_for("an archiving failure", Duration::from_secs(30), || async {
-        let mut conn = cluster.connect().await;
-        let failed: i64 = sqlx::query_scalar("SELECT failed_count FROM pg_stat_archiver")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        (failed > 0).then_some(())
-    })
-    .await;
+    let segment = switch_and_wait_for_an_archiving_failure(&cluster).await;
     assert!(names(&small.path).is_empty(), "{:?}", names(&small.path));
 
     let text = "job = \"pgconf-enforce\"\ncron = \"@yearly\"\n";
@@ -202,6 +185,7 @@ async fn a_full_archive_fails_pgconf_enforce_with_the_archivers_error() {
 
     // Room again: the archiver, woken by the next segment, catches up and the run passes.
     small.resize(64 * MB);
+    let mut conn = cluster.connect().await;
     sqlx::query("CREATE TABLE filler AS SELECT 1 AS n")
         .execute(&mut conn)
         .await

@@ -165,6 +165,30 @@ pub async fn switch_and_wait_for_the_archive(
     segment
 }
 
+/// Switches to a new WAL segment and waits until the server counts a failed attempt to archive; returns
+/// the segment switched away from.
+pub async fn switch_and_wait_for_an_archiving_failure(cluster: &TestCluster) -> String {
+    let mut conn = cluster.connect().await;
+    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    wait_for("an archiving failure", Duration::from_secs(30), || async {
+        let mut conn = cluster.connect().await;
+        let failed: i64 = sqlx::query_scalar("SELECT failed_count FROM pg_stat_archiver")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        (failed > 0).then_some(())
+    })
+    .await;
+    segment
+}
+
 /// Inserts `n` users into `random_users`; returns the transaction's start time (its commit is later).
 pub async fn insert_users(conn: &mut PgConnection, n: i32) -> DateTime<Utc> {
     let mut tx = conn.begin().await.unwrap();

@@ -320,7 +320,7 @@ async fn leftovers_of_a_sigkilled_drill_are_swept_at_the_next_start_but_a_live_d
     // The next drill works, and sweeps nothing of the live one.
     unblock_recovery(blocked);
     let report = drill::run(&ops.config, None).await.expect("the next drill");
-    assert_eq!(report.rows, 20);
+    assert_eq!(report.recovered.rows, 20);
     assert_eq!(
         names(&scratch),
         [
