@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-use crate::config::{Config, ENV_OVERRIDES, Secret};
+use crate::config::env::is_setting_variable;
+use crate::config::{Config, Secret};
 
 /// What the kernel has accounted to one process so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -103,12 +104,15 @@ impl Replicas {
         let program = std::env::current_exe().context("cannot find the userpipe binary")?;
         for _ in 0..count {
             let mut command = Command::new(&program);
-            // The file says everything: no override from the benchmark's environment applies.
-            for (name, _) in ENV_OVERRIDES {
-                command.env_remove(name);
+            // The file says everything: no setting from the benchmark's environment applies (the log's
+            // own variables are kept).
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if is_setting_variable(&name) && !name.starts_with("USERPIPE_LOG") {
+                    command.env_remove(&*name);
+                }
             }
             command
-                .env_remove("USERPIPE_CONFIG")
                 .arg("--config")
                 .arg(&replicas.config_file)
                 .args(["run", "--roles", ROLES])

@@ -404,8 +404,7 @@ pub fn backups_table(listed: &[Listed]) -> String {
 /// `config show`: the configuration in effect as TOML, secrets redacted, each value followed by a
 /// comment saying where it came from (default, file and line, environment variable).
 pub fn config_show(config: &Config, origins: &Origins) -> String {
-    let rendered = toml::to_string_pretty(&config.redacted())
-        .unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    let rendered = config.to_redacted_toml();
     let mut text = String::from(
         "# the configuration in effect, secrets redacted; after each value, where it came from\n",
     );

@@ -51,6 +51,14 @@ pub fn variable_of(key: &str) -> String {
     format!("{PREFIX}{}", key.replace('.', SEPARATOR).to_uppercase())
 }
 
+/// Whether environment variable `name` may set a key, and so is read with the configuration: one of the
+/// rule's (`USERPIPE_...`, the process's own among them, which [`apply`] passes over), an older name, or an
+/// older name's `_FILE` form.
+pub fn is_setting_variable(name: &str) -> bool {
+    let older = |n: &str| ENV_OVERRIDES.iter().any(|(older, _)| *older == n);
+    name.starts_with(PREFIX) || older(name) || name.strip_suffix(FILE_SUFFIX).is_some_and(older)
+}
+
 /// The older name of `key`, if it has one.
 pub fn older_name_of(key: &str) -> Option<&'static str> {
     ENV_OVERRIDES

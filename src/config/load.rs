@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::env::{self, ENV_OVERRIDES, Origin, Origins};
+use super::env::{self, Origin, Origins};
 use super::secret::{Secret, redact_url, redact_webhook};
 use super::sections::*;
 /// The configuration file read when neither `--config` nor `USERPIPE_CONFIG` names one.
@@ -215,9 +215,6 @@ impl Config {
         if self.notify.timeout.is_zero() {
             bail!("notify.timeout must be more than 0s");
         }
-        if self.http.header_read_timeout.is_zero() {
-            bail!("http.header_read_timeout must be more than 0s");
-        }
         if self.backup.timeout.is_zero() {
             bail!("backup.timeout must be more than 0s");
         }
@@ -283,11 +280,7 @@ fn environment() -> anyhow::Result<Vec<(String, String)>> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
-        let older = |n: &str| ENV_OVERRIDES.iter().any(|(older, _)| *older == n);
-        let ours = name.starts_with(env::PREFIX)
-            || older(name)
-            || name.strip_suffix("_FILE").is_some_and(older);
-        if !ours {
+        if !env::is_setting_variable(name) {
             continue;
         }
         let value = value

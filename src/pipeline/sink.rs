@@ -22,7 +22,7 @@ use crate::retry::{Abandoned, Attempt, Backoff, until_done};
 /// The stage name on the sink's dead letters.
 const STAGE: &str = "sink";
 
-/// Runs the sink until `shutdown`.
+/// Runs the sink until `shutdown`, on a database whose schema is in place (`App` migrates first).
 pub async fn run(
     config: &Config,
     topics: &TopicsConfig,
@@ -41,9 +41,6 @@ pub async fn run(
         linger: config.sink.linger,
         grace: crate::SHUTDOWN_GRACE,
     };
-    if !db::migrate_when_reachable(&handler.pool, &shutdown).await? {
-        return Ok(());
-    }
     let group = format!("{}-{STAGE}", config.kafka.group_prefix);
     kafka::consume_batches(
         &config.kafka.brokers,

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::pg::backup::METADATA_FILE;
+use crate::pg::backup::{METADATA_FILE, is_compressed, unpack};
 use crate::pg::conf::render::quote_conf;
 
 /// `cp '<archive>/%f' '%p'`. The archive's path goes through a shell and PostgreSQL's `%` expansion, so
@@ -87,6 +87,16 @@ pub fn prepare(
     }
     write("recovery.signal", "")?;
     Ok(())
+}
+
+/// The data folder of backup folder `from` into `to`: unpacked when the backup is compressed, else copied
+/// ([`copy_tree`]); blocking. Once `cancel` fires it stops (within one chunk, or one file when unpacking).
+pub fn copy_backup(from: &Path, to: &Path, cancel: &CancellationToken) -> std::io::Result<()> {
+    if is_compressed(from) {
+        unpack(from, to, false, cancel)
+    } else {
+        copy_tree(from, to, true, cancel)
+    }
 }
 
 /// The copy reads and writes at most this much between two looks at its cancellation.

@@ -19,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::recovery::copy_tree;
-use crate::pg::backup;
+use super::recovery::copy_backup;
 
 /// The start of every scratch folder's name.
 pub const SCRATCH_PREFIX: &str = "userpipe-drill-";
@@ -121,7 +120,7 @@ impl Scratch {
         })
     }
 
-    /// Copies the folder `from` into the scratch folder's `data` (see [`copy_tree`]), or unpacks it when it
+    /// Copies the folder `from` into the scratch folder's `data` (see [`copy_backup`]), or unpacks it when it
     /// is a compressed backup, on a blocking thread; dropping the drill stops it within one chunk (one file
     /// when unpacking).
     pub async fn copy_in(&self, from: &Path) -> std::io::Result<()> {
@@ -129,11 +128,7 @@ impl Scratch {
         let (cancel, writing) = (self.cancel.clone(), self.writing.clone());
         tokio::task::spawn_blocking(move || {
             let _writing = writing.lock().unwrap_or_else(|e| e.into_inner());
-            if backup::is_compressed(&from) {
-                backup::unpack(&from, &to, false, &cancel)
-            } else {
-                copy_tree(&from, &to, true, &cancel)
-            }
+            copy_backup(&from, &to, &cancel)
         })
         .await
         .map_err(std::io::Error::other)?

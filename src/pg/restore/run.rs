@@ -19,7 +19,7 @@ use super::target::{Candidate, Reach, Target, choose, newest_commit, recovery_se
 use crate::config::Config;
 use crate::pg::archive::{Lsn, SegmentSize, WalFile};
 use crate::pg::backup;
-use crate::pg::drill::recovery::{copy_tree, restore_command};
+use crate::pg::drill::recovery::{copy_backup, restore_command};
 use crate::pg::drill::scratch::{chown, running_as_root};
 use crate::pg::drill::{Recovered, Source, recover};
 use crate::pg::program::find_program;
@@ -93,16 +93,10 @@ pub async fn restore(
         // Dropped (a signal), the restore stops its copy too.
         let cancel = tokio_util::sync::CancellationToken::new();
         let _stop = cancel.clone().drop_guard();
-        tokio::task::spawn_blocking(move || {
-            if backup::is_compressed(&from) {
-                backup::unpack(&from, &into, false, &cancel)
-            } else {
-                copy_tree(&from, &into, true, &cancel)
-            }
-        })
-        .await
-        .context("the copy panicked")?
-        .with_context(|| format!("cannot copy backup {} to {}", chosen.id, to.display()))?;
+        tokio::task::spawn_blocking(move || copy_backup(&from, &into, &cancel))
+            .await
+            .context("the copy panicked")?
+            .with_context(|| format!("cannot copy backup {} to {}", chosen.id, to.display()))?;
     }
     let settings = recovery_settings(&target, &restore_command);
     write_recovery(&to, &settings, &chosen.id, &target)?;
