@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sqlx::PgPool;
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::http::{self, HttpState, RoleState, Roles};
 use crate::pipeline::stages::{self, Stage};
 use crate::pipeline::{sink, topics};
+use crate::scheduler::Runner;
 use crate::{db, scheduler};
 
 /// A long-running part of the pipeline.
@@ -109,25 +111,40 @@ impl App {
     /// Runs the roles and the HTTP endpoints until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let roles = Arc::new(Roles::default());
+        // One runner and journal for the scheduler and the HTTP run-now.
+        let jobs = if self.listener.is_some() || self.roles.contains(&Role::Scheduler) {
+            Some(scheduler::Service::start(
+                &self.config,
+                self.pool.clone(),
+                &shutdown,
+            )?)
+        } else {
+            None
+        };
+        let runner = jobs.as_ref().map(|jobs| jobs.runner.clone());
         let mut http = None;
-        if let Some(listener) = self.listener {
-            let (state, writer) =
-                HttpState::new(&self.config, self.pool.clone(), roles.clone(), &shutdown)?;
+        if let (Some(listener), Some(runner)) = (self.listener, &runner) {
+            let state = HttpState::new(
+                &self.config,
+                self.pool.clone(),
+                roles.clone(),
+                runner.clone(),
+            )?;
             let runs = state.runs.clone();
             let limits = http::Limits::from(&self.config.http);
             let server = tokio::spawn(http::serve(listener, state, limits, shutdown.clone()));
-            http = Some((server, runs, writer));
+            http = Some((server, runs));
         }
         let result = run_roles(
             &self.config,
             &self.roles,
-            self.pool,
+            (self.pool, runner),
             &roles,
             shutdown.clone(),
         )
         .await;
         shutdown.cancel();
-        if let Some((server, runs, writer)) = http {
+        if let Some((server, runs)) = http {
             server.await.context("the http server panicked")??;
             runs.close();
             if tokio::time::timeout(crate::SHUTDOWN_GRACE, runs.wait())
@@ -138,9 +155,10 @@ impl App {
                     message = "job runs asked for over http still going at shutdown are abandoned"
                 );
             }
-            if let Some(writer) = writer {
-                writer.await.context("the journal writer panicked")?;
-            }
+        }
+        if let Some(jobs) = jobs {
+            // Messages of the last runs get a moment; the journal writer has its own grace.
+            jobs.finish(Duration::from_secs(1), &shutdown).await?;
         }
         result
     }
@@ -155,22 +173,22 @@ pub async fn run(
     App::build(config, roles).await?.run(shutdown).await
 }
 
-/// Runs `roles` until `shutdown`, marking each in `health` while it runs; if one fails, the others are
-/// stopped too and the error returned.
+/// Runs `roles` until `shutdown` with the process's database pool and job runner, marking each in
+/// `health` while it runs; if one fails, the others are stopped too and the error returned.
 pub async fn run_roles(
     config: &Config,
     roles: &[Role],
-    pool: Option<PgPool>,
+    (pool, runner): (Option<PgPool>, Option<Arc<Runner>>),
     health: &Arc<Roles>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     for &role in roles {
         let (config, shutdown, health) = (config.clone(), shutdown.clone(), health.clone());
-        let pool = pool.clone();
+        let (pool, runner) = (pool.clone(), runner.clone());
         health.set(role.name(), RoleState::Waiting("kafka"));
         tasks.spawn(async move {
-            let result = run_role(role, &config, pool, &health, shutdown).await;
+            let result = run_role(role, &config, (pool, runner), &health, shutdown).await;
             health.set(role.name(), RoleState::Stopped);
             result.with_context(|| format!("role {} failed", role.name()))
         });
@@ -199,7 +217,7 @@ pub async fn run_roles(
 async fn run_role(
     role: Role,
     config: &Config,
-    pool: Option<PgPool>,
+    (pool, runner): (Option<PgPool>, Option<Arc<Runner>>),
     health: &Roles,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -225,6 +243,9 @@ async fn run_role(
         (Role::Tags, _) => stages::run(Stage::Tags, config, topics, shutdown).await,
         (Role::Sink, Some(pool)) => sink::run(config, topics, pool, shutdown).await,
         (Role::Sink, None) => bail!("the sink needs a database pool"),
-        (Role::Scheduler, pool) => scheduler::serve(config, pool, shutdown).await,
+        (Role::Scheduler, _) => match runner {
+            Some(runner) => scheduler::serve_with(config, runner, shutdown).await,
+            None => bail!("the scheduler needs a job runner"),
+        },
     }
 }

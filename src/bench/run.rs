@@ -128,7 +128,7 @@ async fn wait_for_groups(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     for role in ["timestamp", "tags", "sink"] {
-        let group = format!("{}-{role}", config.kafka.group_prefix);
+        let group = config.kafka.group(role);
         while kafka::stable_members(&config.kafka.brokers, &group).await? < replicas {
             processes.sample()?;
             if Instant::now() > deadline {

@@ -13,7 +13,7 @@ use super::exit::{Outcome, success_if};
 use super::output;
 use crate::config::Config;
 use crate::db;
-use crate::scheduler::journal::{self, Journal, RunFilter, Status, Trigger};
+use crate::scheduler::journal::{self, RunFilter, Status, Trigger};
 use crate::scheduler::{self, runlog};
 
 /// How often `jobs logs --follow` asks for new lines.
@@ -120,17 +120,10 @@ async fn run_now(config: &Config, name: &str) -> anyhow::Result<Outcome> {
     let schedule = scheduler::find(&config.scheduler.dir, name)?;
     let pool = db::lazy_pool(config.database.url.expose(), 2)?;
     let shutdown = CancellationToken::new();
-    let (journal, writer) = Journal::start(Some(pool.clone()), shutdown.clone());
-    let runner = scheduler::Runner::new(config.clone(), Some(pool), journal)?;
-    let status = runner.fire(&schedule, Trigger::Manual, None).await;
+    let jobs = scheduler::Service::start(config, Some(pool), &shutdown)?;
+    let status = jobs.runner.fire(&schedule, Trigger::Manual, None).await;
     // Its notification may still be on its way: three attempts within their timeouts.
-    runner
-        .settle(config.notify.timeout * 3 + Duration::from_secs(5))
-        .await;
-    drop(runner);
-    shutdown.cancel();
-    if let Some(writer) = writer {
-        writer.await.context("the journal writer panicked")?;
-    }
+    let settle = config.notify.timeout * 3 + Duration::from_secs(5);
+    jobs.finish(settle, &shutdown).await?;
     Ok(success_if(status == Some(Status::Succeeded)))
 }

@@ -269,6 +269,13 @@ impl std::str::FromStr for Compression {
     }
 }
 
+impl KafkaConfig {
+    /// The consumer group of a consuming stage (`timestamp`, `tags`, `sink`): `<group_prefix>-<stage>`.
+    pub fn group(&self, stage: &str) -> String {
+        format!("{}-{stage}", self.group_prefix)
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {

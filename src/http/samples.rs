@@ -202,7 +202,7 @@ impl Default for Samples {
 
 /// The consumer group of each stage in [`STAGES`].
 pub fn groups(config: &Config) -> [String; 3] {
-    STAGES.map(|stage| format!("{}-{stage}", config.kafka.group_prefix))
+    STAGES.map(|stage| config.kafka.group(stage))
 }
 
 /// The input topic of each stage in [`STAGES`].

@@ -6,15 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::samples::Samples;
 use crate::config::Config;
 use crate::kafka::Probe;
 use crate::scheduler::Runner;
-use crate::scheduler::journal::Journal;
 
 /// How long a check of Kafka or PostgreSQL waits for an answer.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,25 +72,22 @@ pub struct HttpState {
 
 impl HttpState {
     /// What the handlers of a process with `config` share, asking `pool` when it has one. Runs asked for
-    /// over HTTP are journaled like the scheduler's: the journal's writer (returned) runs until `shutdown`
-    /// and its grace.
+    /// over HTTP go through `runner`, the process's one (journaled like the scheduler's).
     pub fn new(
         config: &Config,
         pool: Option<PgPool>,
         roles: Arc<Roles>,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<(Self, Option<JoinHandle<()>>)> {
-        let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
-        let state = Self {
+        runner: Arc<Runner>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
             kafka: Arc::new(Probe::new(&config.kafka.brokers)?),
-            runner: Runner::new(config.clone(), pool.clone(), journal)?,
+            runner,
             pool,
             roles,
             backup_dir: config.backup.dir.clone(),
             config: Arc::new(config.clone()),
             samples: Arc::default(),
             runs: TaskTracker::new(),
-        };
-        Ok((state, writer))
+        })
     }
 }

@@ -50,15 +50,36 @@ pub fn find_program(pg_bin: &Path, name: &str) -> anyhow::Result<PathBuf> {
 
 /// The first line of `program --version`.
 pub async fn program_version(program: &Path) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("cannot run {} --version", program.display()))?;
+    let mut command = tokio::process::Command::new(program);
+    command.arg("--version");
+    let what = format!("{} --version", program.display());
+    let output = program_output(command, &what, Duration::from_secs(30)).await?;
     let text = String::from_utf8_lossy(&output.stdout);
     Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+/// Runs a short program whose output is read, not logged (`--version`, `pg_waldump`), within `timeout`,
+/// and returns what it printed, whatever its exit status. Like [`run_program`]'s, the program dies with
+/// userpipe and is killed when the time is up or the future is dropped.
+pub async fn program_output(
+    mut command: tokio::process::Command,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<std::process::Output> {
+    command
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    die_with_userpipe(&mut command);
+    tokio::time::timeout(timeout, command.output())
+        .await
+        .with_context(|| {
+            format!(
+                "{what} did not finish within {}",
+                humantime::format_duration(timeout)
+            )
+        })?
+        .with_context(|| format!("cannot run {what}"))
 }
 
 /// The major version in a `--version` line: `pg_basebackup (PostgreSQL) 15.18 (Debian ...)` is 15.

@@ -41,7 +41,7 @@ pub async fn run(
         linger: config.sink.linger,
         grace: crate::SHUTDOWN_GRACE,
     };
-    let group = format!("{}-{STAGE}", config.kafka.group_prefix);
+    let group = config.kafka.group(STAGE);
     kafka::consume_batches(
         &config.kafka.brokers,
         &group,

@@ -82,7 +82,7 @@ pub async fn run(
         linger: config.stages.linger,
         grace: crate::SHUTDOWN_GRACE,
     };
-    let group = format!("{}-{}", config.kafka.group_prefix, stage.name());
+    let group = config.kafka.group(stage.name());
     kafka::consume_batches(
         &config.kafka.brokers,
         &group,

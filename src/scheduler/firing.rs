@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::files::load_dir;
 use super::freshness;
-use super::journal::{Journal, Trigger};
-use super::runner::Runner;
+use super::journal::Trigger;
+use super::runner::{Runner, Service};
 use super::schedule::Schedule;
 use crate::config::Config;
 
@@ -103,33 +103,32 @@ struct Entry {
     planned: Option<DateTime<Utc>>,
 }
 
-/// The scheduler role of `userpipe run`: the journal, the runner, and the schedules in
-/// `scheduler.dir`, until `shutdown`.
+/// The scheduler role on its own: a runner and journal of its own, and the schedules in `scheduler.dir`,
+/// until `shutdown`.
 pub async fn serve(
     config: &Config,
     pool: Option<PgPool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let service = Service::start(config, pool, &shutdown)?;
+    let result = serve_with(config, service.runner.clone(), shutdown.clone()).await;
+    // Messages of the last runs get a moment; the journal writer has its own grace.
+    service.finish(Duration::from_secs(1), &shutdown).await?;
+    result
+}
+
+/// The scheduler role of `userpipe run`: the schedules in `scheduler.dir`, run by `runner`, until
+/// `shutdown`.
+pub async fn serve_with(
+    config: &Config,
+    runner: Arc<Runner>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Scratch folders that drills of a process gone left behind (each a full database copy).
     if let Err(e) = crate::pg::drill::sweep_leftovers(config).await {
         warn!(message = "cannot look for leftover scratch folders", error = %format!("{e:#}"));
     }
-    let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
-    let runner = Runner::new(config.clone(), pool, journal)?;
-    let result = run(
-        &config.scheduler.dir,
-        runner.clone(),
-        shutdown,
-        Clock::system(),
-    )
-    .await;
-    // Messages of the last runs get a moment; the journal writer has its own grace.
-    runner.settle(Duration::from_secs(1)).await;
-    drop(runner);
-    if let Some(writer) = writer {
-        writer.await.context("the journal writer panicked")?;
-    }
-    result
+    run(&config.scheduler.dir, runner, shutdown, Clock::system()).await
 }
 
 /// Runs the schedules in `dir` until `shutdown`, reloading the folder as it changes; fire times are read

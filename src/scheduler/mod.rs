@@ -37,6 +37,6 @@ pub mod timeline;
 
 pub use capture::CaptureLayer;
 pub use files::{Loaded, find, load_dir};
-pub use firing::{run, serve};
-pub use runner::Runner;
+pub use firing::{run, serve, serve_with};
+pub use runner::{Runner, Service};
 pub use schedule::{Schedule, ScheduleError};

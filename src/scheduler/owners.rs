@@ -1,7 +1,8 @@
-//! Who owns a run in `job_runs`: every journal writer (one in each process that journals, two when the
-//! scheduler and the HTTP endpoints' "run now" both do) holds, for its lifetime, a session advisory lock keyed
-//! by its owner id (new at every start) and registers itself in `job_owners` with the server's start time. A run still `running` is marked `abandoned` only when its owner is provably gone; a run of a
-//! live process, on this replica or another, is never marked.
+//! Who owns a run in `job_runs`: every journal writer (one in each process that journals: `userpipe run`'s
+//! scheduler and HTTP "run now" share theirs) holds, for its lifetime, a session advisory lock keyed by its
+//! owner id (new at every start) and registers itself in `job_owners` with the server's start time. A run
+//! still `running` is marked `abandoned` only when its owner is provably gone; a run of a live process, on
+//! this replica or another, is never marked.
 
 use std::time::Duration;
 

@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rand::RngExt;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 use uuid::Uuid;
 
@@ -25,6 +28,42 @@ use crate::retry::Backoff;
 
 /// How long the guards may wait for PostgreSQL before the run goes ahead without them.
 const GUARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A process's one runner with its journal's writer. The scheduler and the HTTP run-now of `userpipe run`
+/// share it, so one in-process overlap guard sees every run and the process has one journal owner.
+pub struct Service {
+    pub runner: Arc<Runner>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// A runner whose journal writes to `pool` (when given) until `shutdown` and its grace.
+    pub fn start(
+        config: &Config,
+        pool: Option<PgPool>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let (journal, writer) = Journal::start(pool.clone(), shutdown.clone());
+        let runner = Runner::new(config.clone(), pool, journal)?;
+        Ok(Self { runner, writer })
+    }
+
+    /// The end: waits up to `settle` for the notifications still being posted, cancels `shutdown`, and
+    /// waits for the journal's writer to write what is queued.
+    pub async fn finish(
+        self,
+        settle: Duration,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.runner.settle(settle).await;
+        drop(self.runner);
+        shutdown.cancel();
+        if let Some(writer) = self.writer {
+            writer.await.context("the journal writer panicked")?;
+        }
+        Ok(())
+    }
+}
 
 /// Runs jobs; shared by the scheduler and `userpipe jobs run`.
 pub struct Runner {

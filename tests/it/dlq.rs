@@ -132,6 +132,30 @@ async fn rows_a_constraint_refused_are_replayed_into_the_table_exactly_once() {
         format!("would send {refused} letter(s) of {letters} back: {refused} to {enriched}\n")
     );
     assert_eq!(total(&config, &enriched), before, "a dry run sends nothing");
+    // Reading needs no schema: on a database never migrated, show and a dry run read every letter as
+    // never replayed, and make no table.
+    let bare = TestDb::new().await;
+    let bare_config = config_for(&kafka, &bare.url());
+    let dry = dlq(
+        &bare_config,
+        dir.path(),
+        &["dlq", "replay", &letters, "--dry-run"],
+    );
+    assert_eq!(dry, said, "the same dry run on a database never migrated");
+    let shown = dlq(
+        &bare_config,
+        dir.path(),
+        &["dlq", "show", &letters, "--limit", "1000"],
+    );
+    assert!(
+        shown.ends_with(&format!("{refused} of {refused} letter(s) of {letters}\n")),
+        "{shown}"
+    );
+    let made: Option<String> = sqlx::query_scalar("SELECT to_regclass('dlq_replays')::text")
+        .fetch_one(&bare.pool)
+        .await
+        .unwrap();
+    assert_eq!(made, None, "reading the letters migrated the database");
 
     // Replayed while the constraint still holds: each fails again, and comes back with both reasons.
     let said = dlq(&config, dir.path(), &["dlq", "replay", &letters]);

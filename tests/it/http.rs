@@ -104,6 +104,27 @@ async fn metrics_count_exactly_this_process_s_users_and_runs_and_api_jobs_filter
         (sample(&body, "userpipe_job_runs_total", &runs) == Some(1.0)).then_some(body)
     })
     .await;
+    // The scheduler and the HTTP run-now share the process's one journal writer, so one owner.
+    wait_for(
+        "the run journaled with its owner",
+        Duration::from_secs(30),
+        || async {
+            let owner: Option<Option<uuid::Uuid>> = sqlx::query_scalar(
+                "SELECT owner FROM job_runs WHERE schedule = $1 AND status = 'succeeded'",
+            )
+            .bind(&schedule)
+            .fetch_optional(&db.pool)
+            .await
+            .ok()?;
+            owner.flatten()
+        },
+    )
+    .await;
+    let owners: i64 = sqlx::query_scalar("SELECT count(*) FROM job_owners")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(owners, 1, "journal owners registered by one userpipe run");
     let stage = |name: &str, stage: &str| sample(&body, name, &[("stage", stage)]);
     for (name, at, n) in [
         ("userpipe_consumed_total", "timestamp", 50.0),

@@ -492,7 +492,7 @@ async fn sigkill_mid_stream_three_times_loses_nothing_and_writes_nothing_twice()
             &["run", "--roles", "timestamp,tags,sink"],
         )
     };
-    let sink_group = format!("{}-sink", config.kafka.group_prefix);
+    let sink_group = config.kafka.group("sink");
 
     let chunk = 12_000;
     let users = generated_users(chunk * 3, 14, None);

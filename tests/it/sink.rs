@@ -155,7 +155,7 @@ async fn while_postgres_is_down_the_sink_stores_no_offset_and_a_sigterm_leaves_t
     prepare(&config, &pool).await;
     let users = generated_users(5000, 22, None);
     let (brokers, partitions) = (config.kafka.brokers.clone(), config.kafka.partitions);
-    let sink_group = format!("{}-sink", config.kafka.group_prefix);
+    let sink_group = config.kafka.group("sink");
     let committed = || {
         let (lag, total) =
             lag_and_total(&brokers, &sink_group, &config.topics.enriched, partitions);

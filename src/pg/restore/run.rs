@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -22,7 +21,7 @@ use crate::pg::backup;
 use crate::pg::drill::recovery::{copy_backup, restore_command};
 use crate::pg::drill::scratch::{chown, running_as_root};
 use crate::pg::drill::{Recovered, Source, recover};
-use crate::pg::program::find_program;
+use crate::pg::program::{find_program, program_output};
 
 /// What `backup restore` did.
 #[derive(Debug, Clone, Serialize)]
@@ -253,21 +252,16 @@ async fn newest_archived_commit(
 ) -> anyhow::Result<Option<(DateTime<Utc>, String)>> {
     let pg_waldump = find_program(&config.backup.pg_bin, "pg_waldump")?;
     for segment in segments_newest_first(archive)? {
-        let run = tokio::process::Command::new(&pg_waldump)
+        let mut command = tokio::process::Command::new(&pg_waldump);
+        command
             .env("TZ", "UTC")
-            .env("LC_ALL", "C")
             .arg("--path")
             .arg(archive)
             .arg("--rmgr=Transaction")
             .arg(&segment)
-            .arg(&segment)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .with_context(|| format!("pg_waldump did not read {segment} within a minute"))?
-            .context("cannot run pg_waldump")?;
+            .arg(&segment);
+        let what = format!("pg_waldump of {segment}");
+        let output = program_output(command, &what, Duration::from_secs(60)).await?;
         // At the end of the WAL in a segment pg_waldump may complain and exit 1; what it printed stands.
         if let Some(at) = newest_commit(&String::from_utf8_lossy(&output.stdout)) {
             return Ok(Some((at, segment)));

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::letter::{Letter, TopicSummary};
 use super::record::{self, Replayed};
 use crate::config::{Config, dead_letter_topic};
-use crate::kafka;
+use crate::{db, kafka};
 
 /// Every letter of dead-letter topic `topic`, oldest first; `None` when there is no such topic.
 pub async fn letters(brokers: &str, topic: &str) -> anyhow::Result<Option<Vec<Letter>>> {
@@ -31,7 +31,7 @@ pub async fn letters(brokers: &str, topic: &str) -> anyhow::Result<Option<Vec<Le
 /// The replay record of `topic`, or why it cannot be read (the letters are shown without it).
 pub async fn replay_record(config: &Config, topic: &str) -> Result<Replayed, String> {
     let read = async {
-        let mut session = record::connect(config.database.url.expose()).await?;
+        let mut session = db::connect_one(config.database.url.expose()).await?;
         record::replayed(&mut session, topic).await
     };
     read.await.map_err(|e| format!("{e:#}"))

@@ -10,6 +10,9 @@ use sqlx::PgConnection;
 use super::letter::Letter;
 use crate::db::{self, AdvisoryLock};
 
+/// SQLSTATE of a table that does not exist.
+const UNDEFINED_TABLE: &str = "42P01";
+
 /// One row of `dlq_replays`: a letter that was replayed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct Replay {
@@ -33,7 +36,8 @@ impl Replayed {
     }
 }
 
-/// A session on the database with the schema in place.
+/// A session to record replays on, with the schema in place. Reading needs no migration:
+/// [`replayed`] reads a database never migrated as one where nothing was replayed.
 pub async fn connect(url: &str) -> anyhow::Result<PgConnection> {
     let mut session = db::connect_one(url).await?;
     db::MIGRATOR
@@ -56,15 +60,18 @@ pub async fn lock(session: &mut PgConnection, topic: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The replayed letters of dead-letter topic `topic`.
+/// The replayed letters of dead-letter topic `topic` (none where `dlq_replays` was never made).
 pub async fn replayed(session: &mut PgConnection, topic: &str) -> anyhow::Result<Replayed> {
-    let rows: Vec<Replay> = sqlx::query_as(
+    let read: Result<Vec<Replay>, sqlx::Error> = sqlx::query_as(
         r#"SELECT partition, "offset", letter_time, replayed_at FROM dlq_replays WHERE topic = $1"#,
     )
     .bind(topic)
     .fetch_all(session)
-    .await
-    .with_context(|| format!("cannot read the replays of {topic}"))?;
+    .await;
+    let rows = match read {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNDEFINED_TABLE) => Vec::new(),
+        read => read.with_context(|| format!("cannot read the replays of {topic}"))?,
+    };
     Ok(Replayed(
         rows.into_iter()
             .map(|row| ((row.partition, row.offset), row))

@@ -16,6 +16,7 @@ use super::inspect::letters;
 use super::letter::Letter;
 use super::record;
 use crate::config::Config;
+use crate::db;
 use crate::kafka::{self, Outbound, header};
 
 /// Letters sent per round: one wait for the acknowledgements, then one record.
@@ -73,10 +74,14 @@ pub async fn replay(
     progress: bool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<ReplayReport> {
-    let mut session = record::connect(config.database.url.expose()).await?;
-    if !dry_run {
+    let url = config.database.url.expose();
+    let mut session = if dry_run {
+        db::connect_one(url).await?
+    } else {
+        let mut session = record::connect(url).await?;
         record::lock(&mut session, topic).await?;
-    }
+        session
+    };
     let replayed = record::replayed(&mut session, topic).await?;
     let all = letters(&config.kafka.brokers, topic)
         .await?

@@ -84,11 +84,12 @@ async fn serve_http(config: &Config, pool: &PgPool) -> (String, CancellationToke
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let (state, _writer) = HttpState::new(
+    let jobs = userpipe::scheduler::Service::start(config, Some(pool.clone()), &shutdown).unwrap();
+    let state = HttpState::new(
         config,
         Some(pool.clone()),
         Arc::new(Roles::default()),
-        &shutdown,
+        jobs.runner.clone(),
     )
     .unwrap();
     let limits = userpipe::http::Limits::from(&config.http);
