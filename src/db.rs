@@ -177,6 +177,18 @@ pub fn is_data_error(error: &sqlx::Error) -> bool {
     }
 }
 
+/// What PostgreSQL said of a statement it refused, for an operator: the message and the SQLSTATE, without
+/// the server's own source line that sqlx's `Display` appends (" at line 2074" reads as a line of the data).
+pub fn refusal(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_owned(),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// userpipe's advisory locks. Each is a pair of keys: a class naming what is locked, and a key within it.
 /// Held by a session: closing the session releases the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -104,18 +104,17 @@ impl BatchHandler for SinkHandler {
             }
             Err(error) => {
                 // Some row's data is refused by the database itself: write them one by one to find it.
+                let error = db::refusal(&error);
                 warn!(message = "batch refused, writing its rows one by one", %error);
                 for (row, message) in &work.rows {
                     match self.write(std::iter::once(row), abandon).await? {
                         Ok(inserted) => {
                             self.counters.produced.inc_by(inserted);
                         }
-                        Err(error) => {
-                            work.dead.push(self.dead_letter(
-                                message,
-                                &format!("database refused the row: {error}"),
-                            ))
-                        }
+                        Err(error) => work.dead.push(self.dead_letter(
+                            message,
+                            &format!("database refused the row: {}", db::refusal(&error)),
+                        )),
                     }
                 }
             }
@@ -155,7 +154,7 @@ impl SinkHandler {
                     Ok(Err(error)) if db::is_data_error(&error) => {
                         return Attempt::Done(Err(error));
                     }
-                    Ok(Err(error)) => error.to_string(),
+                    Ok(Err(error)) => db::refusal(&error),
                     Err(_) => format!(
                         "no answer within {}",
                         humantime::format_duration(QUERY_TIMEOUT)
