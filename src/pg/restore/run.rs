@@ -92,10 +92,18 @@ pub async fn restore(
         // Dropped (a signal), the restore stops its copy too.
         let cancel = tokio_util::sync::CancellationToken::new();
         let _stop = cancel.clone().drop_guard();
-        tokio::task::spawn_blocking(move || copy_backup(&from, &into, &cancel))
-            .await
-            .context("the copy panicked")?
-            .with_context(|| format!("cannot copy backup {} to {}", chosen.id, to.display()))?;
+        // A copy that stops empties the folder itself, after its last write: when the restore was dropped
+        // meanwhile, the guard below emptied it while the copy was still writing.
+        tokio::task::spawn_blocking(move || {
+            let copied = copy_backup(&from, &into, &cancel);
+            if copied.is_err() {
+                empty(&into);
+            }
+            copied
+        })
+        .await
+        .context("the copy panicked")?
+        .with_context(|| format!("cannot copy backup {} to {}", chosen.id, to.display()))?;
     }
     let settings = recovery_settings(&target, &restore_command);
     write_recovery(&to, &settings, &chosen.id, &target)?;
@@ -164,20 +172,26 @@ struct EmptyOnDrop(Option<PathBuf>);
 
 impl Drop for EmptyOnDrop {
     fn drop(&mut self) {
-        let Some(folder) = self.0.take() else { return };
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            return;
+        if let Some(folder) = self.0.take() {
+            empty(&folder);
+        }
+    }
+}
+
+/// Removes everything in `folder`, leaving the folder itself.
+fn empty(folder: &Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            if let Err(e) = removed {
-                warn!(message = "cannot remove what an unfinished restore copied", path = %path.display(), error = %e);
-            }
+        if let Err(e) = removed {
+            warn!(message = "cannot remove what an unfinished restore copied", path = %path.display(), error = %e);
         }
     }
 }
