@@ -1,5 +1,5 @@
 //! Verified base backups, retention, and the runs that fail: a stopped server, a wrong password, an
-//! unwritable folder, a timeout.
+//! unwritable folder, a timeout, another backup running, a tablespace besides the default ones.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -144,7 +144,7 @@ async fn retention_keeps_the_newest_verified_backups_and_never_the_last_verified
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_of_a_stopped_server_is_a_failed_run_and_leaves_no_partial_folder() {
+async fn a_backup_of_a_server_that_is_down_fails_before_it_writes_anything() {
     let cluster = TestCluster::start();
     let Ops {
         db,
@@ -214,7 +214,7 @@ async fn a_backup_with_a_wrong_password_is_a_failed_run_that_does_not_print_it()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_into_an_unwritable_folder_fails_and_leaves_no_partial_folder() {
+async fn a_backup_into_an_unwritable_folder_fails_naming_the_folder() {
     let cluster = TestCluster::start();
     let (kafka, db) = (TestKafka::new(), TestDb::new().await);
     // userpipe runs as postgres here (as it runs as a non-root user in its container); the backup folder
@@ -280,4 +280,76 @@ async fn a_backup_cut_off_by_its_timeout_leaves_no_partial_folder_and_no_process
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_backup_of_a_server_runs_at_a_time() {
+    let cluster = TestCluster::start();
+    let Ops {
+        db: _db,
+        dir: _dir,
+        backups,
+        config,
+        ..
+    } = ops(&cluster).await;
+    // Another process (a replica, the command line) is taking a backup of this server: it holds the lock.
+    let mut other = cluster.connect().await;
+    assert!(
+        userpipe::db::AdvisoryLock::Backup
+            .try_take(&mut other, true)
+            .await
+            .unwrap()
+    );
+    let error = backup::run(&config, false).await.unwrap_err().to_string();
+    assert_eq!(error, "another base backup of this server is running");
+    assert!(names(&backups).is_empty(), "{:?}", names(&backups));
+
+    drop(other);
+    let report = wait_for("the lock to be free", Duration::from_secs(10), || {
+        let config = config.clone();
+        async move { backup::run(&config, false).await.ok() }
+    })
+    .await;
+    assert_eq!(backup_ids(&backups), [report.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_another_tablespace_is_not_backed_up() {
+    let cluster = TestCluster::start();
+    let Ops {
+        db: _db,
+        dir: _dir,
+        backups,
+        config,
+        ..
+    } = ops(&cluster).await;
+    let location = cluster.make_dir("tablespace");
+    // A plain-format backup would write this tablespace to its original path, over the server's own.
+    let psql = config.backup.pg_bin.join("psql");
+    let mut create = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(&psql)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(cluster.url())
+        .arg("-v")
+        .arg(format!("location={}", location.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"CREATE TABLESPACE extra LOCATION :'location';\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success(), "create the tablespace");
+
+    let error = backup::run(&config, false).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "the server has 1 tablespace(s) besides pg_default and pg_global; a plain-format backup would \
+         write them to their original paths, so userpipe does not back it up"
+    );
+    assert!(names(&backups).is_empty(), "{:?}", names(&backups));
 }

@@ -334,3 +334,35 @@ async fn leftovers_of_a_sigkilled_drill_are_swept_at_the_next_start_but_a_live_d
     assert_eq!(drill::sweep_leftovers(&ops.config).await.unwrap(), [live]);
     nothing_left_in(&scratch).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_going_at_a_stop_is_cleaned_up_within_the_shutdown_grace() {
+    let (cluster, mut ops, report) = drillable().await;
+    let _blocked = block_recovery(&cluster, &report);
+    let scratch = ops.config.backup.scratch.clone();
+    ops.config.scheduler.dir = ops.dir.path().join("schedules");
+    std::fs::create_dir(&ops.config.scheduler.dir).unwrap();
+    std::fs::write(
+        ops.config.scheduler.dir.join("drill.toml"),
+        "job = \"restore-drill\"\ncron = \"@yearly\"\nrun_on_start = true\ntimeout = \"10m\"\n",
+    )
+    .unwrap();
+    let mut process = Userpipe::spawn(
+        &ops.config,
+        ops.dir.path(),
+        "run.log",
+        &["run", "--roles", "scheduler"],
+    );
+    let dir = drill_server_up(&scratch).await;
+    let pid = postmaster_pid(&dir).expect("the server's pid");
+
+    // The run outlasts the grace: it is cancelled, and its clean-up ends before the process does.
+    let status = process.terminate().await;
+    assert!(status.success(), "{status}: {}", process.log_text());
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the server is stopped"
+    );
+    assert!(names(&scratch).is_empty(), "{:?}", names(&scratch));
+    assert!(processes_mentioning(&scratch).is_empty());
+}
