@@ -359,10 +359,15 @@ async fn a_drill_going_at_a_stop_is_cleaned_up_within_the_shutdown_grace() {
     // The run outlasts the grace: it is cancelled, and its clean-up ends before the process does.
     let status = process.terminate().await;
     assert!(status.success(), "{status}: {}", process.log_text());
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "the server is stopped"
-    );
+    // The scratch folder goes only after its server has stopped (`pg_ctl stop -w` returned): gone at the
+    // exit, the clean-up ran before it.
     assert!(names(&scratch).is_empty(), "{:?}", names(&scratch));
+    // The stopped server's process is gone once the kernel has reaped it (a moment after pg_ctl returns).
+    wait_for(
+        "the server to be stopped",
+        Duration::from_secs(10),
+        || async { (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
+    )
+    .await;
     assert!(processes_mentioning(&scratch).is_empty());
 }
