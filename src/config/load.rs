@@ -180,6 +180,7 @@ impl Config {
             ("fetch.backoff", self.fetch.backoff, hour),
             ("fetch.max_backoff", self.fetch.max_backoff, day),
             ("fetch.publish_timeout", self.fetch.publish_timeout, day),
+            ("kafka.delivery_timeout", self.kafka.delivery_timeout, day),
             ("stages.linger", self.stages.linger, hour),
             ("sink.linger", self.sink.linger, hour),
         ];
@@ -194,6 +195,12 @@ impl Config {
         }
         if self.backup.drill_user.trim().is_empty() {
             bail!("backup.drill_user is empty");
+        }
+        if self.kafka.delivery_timeout < Duration::from_secs(1) {
+            bail!(
+                "kafka.delivery_timeout must be 1s or more, not {}",
+                humantime::format_duration(self.kafka.delivery_timeout)
+            );
         }
         if self.http.header_read_timeout.is_zero() {
             bail!("http.header_read_timeout must be more than 0s");

@@ -222,6 +222,11 @@ pub struct KafkaConfig {
     /// the topics readable by the old scripts (kafka-python without compression libraries); `snappy`,
     /// `lz4` and `zstd` only once no old script reads them.
     pub compression: Compression,
+    /// How long the producer tries to deliver a record before it reports the delivery failed
+    /// (librdkafka's `message.timeout.ms`); userpipe then sends the record again, after a backoff, until it
+    /// is in. A shorter value makes an outage visible sooner as "delivery failed, retrying".
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
 }
 
 /// A producer's batch compression, as Kafka names it.
@@ -284,6 +289,8 @@ impl Default for KafkaConfig {
             partitions: 3,
             replication_factor: 1,
             compression: Compression::None,
+            // librdkafka's own default.
+            delivery_timeout: Duration::from_secs(300),
         }
     }
 }

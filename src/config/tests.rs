@@ -112,6 +112,30 @@ fn environment_overrides_the_file_and_says_so() {
 }
 
 #[test]
+fn the_delivery_timeout_is_librdkafkas_unless_set_and_has_bounds() {
+    assert_eq!(
+        Config::default().kafka.delivery_timeout,
+        Duration::from_secs(300)
+    );
+    let (config, origins) =
+        resolve("", &[("USERPIPE_KAFKA__DELIVERY_TIMEOUT", "3s")], &[]).unwrap();
+    assert_eq!(config.kafka.delivery_timeout, Duration::from_secs(3));
+    assert_eq!(
+        origins.of("kafka.delivery_timeout"),
+        &env("USERPIPE_KAFKA__DELIVERY_TIMEOUT")
+    );
+    let refused = |file: &str| resolve(file, &[], &[]).unwrap_err().to_string();
+    assert_eq!(
+        refused("[kafka]\ndelivery_timeout = \"500ms\"\n"),
+        "kafka.delivery_timeout must be 1s or more, not 500ms (from file userpipe.toml:2)"
+    );
+    assert_eq!(
+        refused("[kafka]\ndelivery_timeout = \"30d\"\n"),
+        "kafka.delivery_timeout must be at most 1day, not 30days (from file userpipe.toml:2)"
+    );
+}
+
+#[test]
 fn compression_is_none_unless_set() {
     assert_eq!(Config::default().kafka.compression, Compression::None);
     let file = "[kafka]\ncompression = \"gzip\"\n";

@@ -30,7 +30,8 @@ pub fn base_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// An idempotent producer that waits for every in-sync replica (`acks=all`) and retries on its own, and
+/// An idempotent producer that waits for every in-sync replica (`acks=all`) and retries on its own for up
+/// to `kafka.delivery_timeout` (then the delivery fails, and `deliver_all` sends the record again), and
 /// compresses its batches as `kafka.compression` says (none by default: the old scripts' kafka-python has
 /// no lz4, snappy or zstd).
 pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
@@ -40,6 +41,10 @@ pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("compression.type", kafka.compression.name())
+        .set(
+            "message.timeout.ms",
+            kafka.delivery_timeout.as_millis().to_string(),
+        )
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
