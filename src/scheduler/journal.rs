@@ -518,6 +518,23 @@ pub async fn upsert(pool: &PgPool, r: &RunRecord) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// `SELECT <every column of a RunRecord> FROM job_runs <rest>`, as one static statement. The columns are
+/// named, never `*`: a statement over `*` is prepared with the table's shape at the time, kept in the
+/// connection's statement cache, and refused by PostgreSQL on that connection for good ("cached plan
+/// must not change result type") once a migration adds a column, e.g. when this process read the journal
+/// while another one was still migrating it.
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT run_id, attempt, schedule, job, trigger, scheduled_for, status, reason, error, \
+               detail, started_at, finished_at, duration_ms, instance, max_attempts, owner \
+             FROM job_runs ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_runs;
+
 /// Which runs `userpipe jobs` lists.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -529,12 +546,11 @@ pub struct RunFilter {
 
 /// The newest run attempts matching `filter`, newest first.
 pub async fn list(pool: &PgPool, filter: &RunFilter) -> anyhow::Result<Vec<RunRecord>> {
-    sqlx::query_as(
-        "SELECT * FROM job_runs \
-         WHERE ($1::text IS NULL OR schedule = $1) AND ($2::text IS NULL OR status = $2) \
+    sqlx::query_as(select_runs!(
+        "WHERE ($1::text IS NULL OR schedule = $1) AND ($2::text IS NULL OR status = $2) \
            AND ($3::timestamptz IS NULL OR started_at >= $3) \
-         ORDER BY started_at DESC, attempt DESC LIMIT $4",
-    )
+         ORDER BY started_at DESC, attempt DESC LIMIT $4"
+    ))
     .bind(&filter.schedule)
     .bind(filter.status.map(Status::as_str))
     .bind(filter.since)
@@ -554,7 +570,7 @@ pub fn run_over(records: &[RunRecord]) -> bool {
 
 /// Every attempt of one run, first attempt first.
 pub async fn show(pool: &PgPool, run_id: Uuid) -> anyhow::Result<Vec<RunRecord>> {
-    sqlx::query_as("SELECT * FROM job_runs WHERE run_id = $1 ORDER BY attempt")
+    sqlx::query_as(select_runs!("WHERE run_id = $1 ORDER BY attempt"))
         .bind(run_id)
         .fetch_all(pool)
         .await

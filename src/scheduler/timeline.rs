@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::files::Loaded;
-use super::journal::RunRecord;
+use super::journal::{RunRecord, select_runs};
 
 /// Longest `why` a mark carries; the run's own page has the whole text.
 pub const WHY_CHARS: i32 = 300;
@@ -126,10 +126,9 @@ pub async fn runs_json_since(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Res
 
 /// The last attempt of the newest finished run of `job` (any schedule), if there is one.
 pub async fn last_finished_run_of(pool: &PgPool, job: &str) -> anyhow::Result<Option<RunRecord>> {
-    sqlx::query_as(
-        "SELECT * FROM job_runs WHERE job = $1 AND status <> 'running' \
-         ORDER BY started_at DESC, attempt DESC LIMIT 1",
-    )
+    sqlx::query_as(select_runs!(
+        "WHERE job = $1 AND status <> 'running' ORDER BY started_at DESC, attempt DESC LIMIT 1"
+    ))
     .bind(job)
     .fetch_optional(pool)
     .await

@@ -1,6 +1,7 @@
 //! A run is marked `abandoned` only when the process running it is provably gone: a replica starting while
 //! another's run goes on, even after PostgreSQL restarted under it (which dropped that run's schedule lock),
-//! leaves the run alone; once that process is killed, its run is marked.
+//! leaves the run alone; once that process is killed, its run is marked. And a reader that looked at the
+//! journal before the schema was complete still reads it once it is.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use super::{runs, try_runs, write_schedule};
 use crate::support::cluster::TestCluster;
 use crate::support::randomuser::{FakeRandomUser, Reply, fixture_page};
-use crate::support::{TestKafka, Userpipe, config_for, wait_for};
+use crate::support::{TestDb, TestKafka, Userpipe, config_for, wait_for};
 
 /// Whether `owner` is registered in the server's current run (a process has one owner per journal writer:
 /// the scheduler's, and the HTTP endpoints' for "run now").
@@ -112,4 +113,58 @@ async fn a_run_alive_on_another_replica_is_never_marked_abandoned_and_a_killed_o
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// A process polling the journal while another one migrates it (this file's test above, `userpipe jobs`
+/// beside a replica starting) first reads `job_runs` as migration 0002 made it, then as the later ones
+/// left it. A query over `SELECT *` was prepared, and kept in the connection's statement cache, with the
+/// first shape: PostgreSQL then refused it ("cached plan must not change result type") on that
+/// connection for good, and the poll above never saw the run it waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_read_the_journal_before_the_later_migrations_reads_it_after_them() {
+    let db = TestDb::new().await;
+    // One connection, so the second look reuses the first one's statements.
+    let pool = userpipe::db::lazy_pool(&db.url(), 1).unwrap();
+    let early = tempfile::tempdir().unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for file in ["0001_random_users.sql", "0002_job_runs.sql"] {
+        std::fs::copy(migrations.join(file), early.path().join(file)).unwrap();
+    }
+    sqlx::migrate::Migrator::new(early.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // What these early reads answer does not matter (an error, or nothing), only what comes after them.
+    let _ = try_runs(&pool, "slow").await;
+    let _ = userpipe::scheduler::journal::show(&pool, Uuid::nil()).await;
+    let _ = userpipe::scheduler::timeline::last_finished_run_of(&pool, "fetch-users").await;
+
+    userpipe::db::migrate(&pool).await.unwrap();
+    let run = userpipe::scheduler::journal::RunRecord::started(
+        Uuid::new_v4(),
+        (1, 1),
+        "slow",
+        "fetch-users",
+        userpipe::scheduler::journal::Trigger::Manual,
+        None,
+    )
+    .finished(Status::Succeeded);
+    userpipe::scheduler::journal::upsert(&pool, &run)
+        .await
+        .unwrap();
+    let read = try_runs(&pool, "slow")
+        .await
+        .expect("the journal, read again");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].run_id, run.run_id);
+    let shown = userpipe::scheduler::journal::show(&pool, run.run_id)
+        .await
+        .expect("the run, shown");
+    assert_eq!(shown.len(), 1);
+    let last = userpipe::scheduler::timeline::last_finished_run_of(&pool, "fetch-users")
+        .await
+        .expect("the last run, read again");
+    assert_eq!(last.map(|r| r.run_id), Some(run.run_id));
 }
