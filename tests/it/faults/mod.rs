@@ -2,6 +2,7 @@
 //! tests here share: schedule files written as an editor writes them, and the journal's runs.
 
 mod abandoned;
+mod behind;
 mod campaign;
 mod dst;
 mod guards;
