@@ -61,6 +61,17 @@ fn next_after(planned: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// Where a schedule's new version looks for its first firing when the old version's next one was planned
+/// at `planned`. A firing that came due just before the reload may not have been handled yet (its timer
+/// is removed with the old version, a message it sent is dropped as the old version's): the new version
+/// takes it over instead of losing it. A firing already handled moved `planned` on, so it is not run
+/// again. Pure.
+fn takeover_from(planned: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    planned.map_or(now, |planned| {
+        (planned - chrono::TimeDelta::seconds(1)).min(now)
+    })
+}
+
 /// The scheduler's clock: the system's, or (tests) the system's shifted by whole seconds, so the loop can be
 /// run at a chosen moment such as a daylight-saving change while the timer still waits real time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -275,16 +286,8 @@ impl State {
                 continue;
             }
             let schedule = Arc::new(schedule);
-            // A firing that came due just before this reload may not have been handled yet: the new
-            // version takes it over instead of losing it.
             let now = self.clock.now();
-            let from = self
-                .entries
-                .get(&name)
-                .and_then(|e| e.planned)
-                .map_or(now, |planned| {
-                    (planned - chrono::TimeDelta::seconds(1)).min(now)
-                });
+            let from = takeover_from(self.entries.get(&name).and_then(|e| e.planned), now);
             let replaced = self.remove(&name).await;
             self.next_generation += 1;
             self.entries.insert(
@@ -390,6 +393,43 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_takes_over_a_due_firing_and_never_plans_a_handled_one_again() {
+        let every_second = crate::scheduler::schedule::parse(
+            std::path::Path::new("tick.toml"),
+            "job = \"fetch-users\"\ncron = \"* * * * * *\"\n",
+        )
+        .unwrap();
+        let first = |from| every_second.next_fires(from, 1)[0].with_timezone(&Utc);
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        // Due at :05, not handled when the reload came at :05.3 (or at :07, later still): taken over.
+        let due = at("2026-01-01T00:00:05Z");
+        assert_eq!(
+            first(takeover_from(Some(due), at("2026-01-01T00:00:05.3Z"))),
+            due
+        );
+        assert_eq!(
+            first(takeover_from(Some(due), at("2026-01-01T00:00:07Z"))),
+            due
+        );
+        // Handled: the next one, at :06, was planned; the reload at :05.3 does not run :05 again.
+        let next = at("2026-01-01T00:00:06Z");
+        assert_eq!(
+            first(takeover_from(Some(next), at("2026-01-01T00:00:05.3Z"))),
+            next
+        );
+        // A new file, or one not firing soon: from now.
+        assert_eq!(
+            first(takeover_from(None, at("2026-01-01T00:00:05.3Z"))),
+            next
+        );
+        let later = at("2026-01-01T01:00:00Z");
+        assert_eq!(
+            first(takeover_from(Some(later), at("2026-01-01T00:00:05.3Z"))),
+            next
+        );
+    }
 
     #[test]
     fn a_late_firing_plans_from_its_planned_time_unless_far_behind() {

@@ -35,11 +35,16 @@ async fn pause(process: &Userpipe, pause: Duration) -> (DateTime<Utc>, DateTime<
     (stopped, resumed)
 }
 
-/// The scheduled runs of `schedule` once one planned after `after` is recorded.
-async fn runs_until(pool: &PgPool, schedule: &str, after: DateTime<Utc>) -> Vec<RunRecord> {
-    wait_for(
-        "a firing planned after the pause",
-        Duration::from_secs(60),
+/// How much later than another firing's record one's may reach the journal: its claim and its schedule
+/// lock may each wait on PostgreSQL for up to 3 s before the run records itself.
+const SETTLE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// The scheduled runs of `schedule` planned up to `through`, once all of them are recorded (once a run
+/// planned [`SETTLE`] after `through` is).
+async fn runs_through(pool: &PgPool, schedule: &str, through: DateTime<Utc>) -> Vec<RunRecord> {
+    let runs = wait_for(
+        "a firing planned well after the pause",
+        Duration::from_secs(90),
         || async {
             let runs: Vec<RunRecord> = runs(pool, schedule)
                 .await
@@ -47,11 +52,14 @@ async fn runs_until(pool: &PgPool, schedule: &str, after: DateTime<Utc>) -> Vec<
                 .filter(|r| r.trigger == Trigger::Schedule)
                 .collect();
             runs.iter()
-                .any(|r| r.scheduled_for > Some(after))
+                .any(|r| r.scheduled_for > Some(through + SETTLE))
                 .then_some(runs)
         },
     )
-    .await
+    .await;
+    runs.into_iter()
+        .filter(|r| r.scheduled_for <= Some(through))
+        .collect()
 }
 
 /// Every firing from the first recorded to the last, each with exactly one record: none lost, none twice.
@@ -66,11 +74,7 @@ fn assert_each_second_once(runs: &[RunRecord]) {
 }
 
 /// A scheduler process with `tick` firing every second, once its first runs are recorded.
-async fn scheduler_firing(
-    kafka: &TestKafka,
-    db: &TestDb,
-    dir: &std::path::Path,
-) -> (Userpipe, DateTime<Utc>) {
+async fn scheduler_firing(kafka: &TestKafka, db: &TestDb, dir: &std::path::Path) -> Userpipe {
     let mut config = config_for(kafka, &db.url());
     config.scheduler.dir = dir.join("schedules");
     std::fs::create_dir_all(&config.scheduler.dir).unwrap();
@@ -82,19 +86,22 @@ async fn scheduler_firing(
         "userpipe.log",
         &["run", "--roles", "scheduler"],
     );
-    let runs = runs_until(&db.pool, "tick", Utc::now() + chrono::Duration::seconds(2)).await;
-    (userpipe, runs[0].scheduled_for.unwrap())
+    wait_for("the first runs", Duration::from_secs(60), || async {
+        (runs(&db.pool, "tick").await.len() >= 2).then_some(())
+    })
+    .await;
+    userpipe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_scheduler_makes_up_firings_missed_by_under_a_minute_and_skips_older_ones() {
     let (kafka, db) = (TestKafka::new(), TestDb::new().await);
     let dir = tempfile::tempdir().unwrap();
-    let (mut userpipe, _) = scheduler_firing(&kafka, &db, dir.path()).await;
+    let mut userpipe = scheduler_firing(&kafka, &db, dir.path()).await;
 
     // Five seconds behind: the firings of the pause run once it is over, one after another.
     let (stopped, resumed) = pause(&userpipe, Duration::from_secs(5)).await;
-    let runs = runs_until(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
+    let runs = runs_through(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
     assert_each_second_once(&runs);
     let made_up: Vec<&RunRecord> = runs
         .iter()
@@ -110,7 +117,7 @@ async fn a_paused_scheduler_makes_up_firings_missed_by_under_a_minute_and_skips_
 
     // Past a minute behind: the firings of the pause are skipped, and firing goes on from now.
     let (stopped, resumed) = pause(&userpipe, Duration::from_secs(65)).await;
-    let runs = runs_until(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
+    let runs = runs_through(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
     let missed: Vec<&RunRecord> = runs
         .iter()
         .filter(|r| r.scheduled_for.unwrap() > stopped + chrono::Duration::seconds(2))
@@ -138,7 +145,7 @@ async fn a_paused_scheduler_makes_up_firings_missed_by_under_a_minute_and_skips_
 async fn a_schedule_edited_while_its_firing_is_due_takes_that_firing_over() {
     let (kafka, db) = (TestKafka::new(), TestDb::new().await);
     let dir = tempfile::tempdir().unwrap();
-    let (mut userpipe, _) = scheduler_firing(&kafka, &db, dir.path()).await;
+    let mut userpipe = scheduler_firing(&kafka, &db, dir.path()).await;
 
     // Edited while the process is stopped: when it goes on, the firings of the pause are due and the
     // next reload finds the file changed. The new version takes over the due firing (and those after
@@ -150,7 +157,7 @@ async fn a_schedule_edited_while_its_firing_is_due_takes_that_firing_over() {
         write_schedule(&folder, "tick", &edited);
     };
     let ((stopped, resumed), ()) = tokio::join!(pause(&userpipe, Duration::from_secs(3)), edit);
-    let runs = runs_until(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
+    let runs = runs_through(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
     assert!(
         userpipe.log_text().contains("schedule reloaded"),
         "{}",
