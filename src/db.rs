@@ -241,10 +241,24 @@ impl<'a> AdvisoryLock<'a> {
             .await
     }
 
-    /// Lets go of the lock that `session` holds exclusively.
-    pub async fn release(self, session: &mut PgConnection) -> Result<(), sqlx::Error> {
+    /// Lets go of the lock that `session` holds, exclusively or shared, at once (a closed session's locks
+    /// go only once its server process has noticed and ended).
+    pub async fn release(
+        self,
+        session: &mut PgConnection,
+        exclusive: bool,
+    ) -> Result<(), sqlx::Error> {
         let (class, name, key) = self.keys();
-        sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1, coalesce(hashtext($2), $3))")
+        let query = if exclusive {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT pg_advisory_unlock($1, coalesce(hashtext($2), $3))",
+            )
+        } else {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT pg_advisory_unlock_shared($1, coalesce(hashtext($2), $3))",
+            )
+        };
+        query
             .bind(class)
             .bind(name)
             .bind(key)

@@ -52,7 +52,11 @@ impl Guards {
             .await
             .context("cannot take the schedule lock")?;
         if taken {
-            Ok(Some(ScheduleLock { session }))
+            Ok(Some(ScheduleLock {
+                session,
+                schedule: schedule.to_owned(),
+                exclusive,
+            }))
         } else {
             let _ = session.close().await;
             Ok(None)
@@ -83,15 +87,23 @@ impl Guards {
     }
 }
 
-/// An advisory lock on one schedule, held by a session of its own. Dropping it closes that session, which
-/// releases the lock, also when the run panicked or was abandoned.
+/// An advisory lock on one schedule, held by a session of its own. A run that ends releases it; dropped
+/// (the run panicked or was abandoned), its session closes, and the server lets the lock go once its
+/// process has noticed.
 pub struct ScheduleLock {
     session: PgConnection,
+    schedule: String,
+    exclusive: bool,
 }
 
 impl ScheduleLock {
-    /// Ends the session, releasing the lock.
-    pub async fn release(self) {
+    /// Lets go of the lock at once, then ends the session: a run fired right after this one must find
+    /// the lock free (left to the closed session, it was still held under load, and such a run was
+    /// skipped as "still running on another replica").
+    pub async fn release(mut self) {
+        let _ = AdvisoryLock::Schedule(&self.schedule)
+            .release(&mut self.session, self.exclusive)
+            .await;
         let _ = self.session.close().await;
     }
 }

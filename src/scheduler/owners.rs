@@ -182,7 +182,7 @@ pub async fn mark_abandoned(pool: &PgPool, me: Uuid) -> anyhow::Result<u64> {
         let lock = AdvisoryLock::Owner(key);
         let free = lock.try_take(&mut session, true).await?;
         if free {
-            lock.release(&mut session).await?;
+            lock.release(&mut session, true).await?;
         }
         if verdict(!free, registered_with, server_started, now) != Verdict::Gone {
             continue;

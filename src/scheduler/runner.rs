@@ -176,7 +176,7 @@ impl Runner {
         if exclusive && let Some(previous) = self.running_here(&schedule.name) {
             return skipped(format!("the previous run {previous} is still running"));
         }
-        let _lock: Option<ScheduleLock> = match &self.guards {
+        let lock: Option<ScheduleLock> = match &self.guards {
             None => None,
             Some(guards) => match tokio::time::timeout(
                 GUARD_TIMEOUT,
@@ -218,6 +218,30 @@ impl Runner {
             let jitter = rand::rng().random_range(Duration::ZERO..=schedule.jitter);
             tokio::time::sleep(jitter).await;
         }
+        let ended = self
+            .attempts(
+                schedule,
+                (run_id, job, max_attempts),
+                trigger,
+                scheduled_for,
+            )
+            .await;
+        if let Some(lock) = lock {
+            // Left unanswered, the dropped session still lets the lock go, later.
+            let _ = tokio::time::timeout(GUARD_TIMEOUT, lock.release()).await;
+        }
+        ended
+    }
+
+    /// A run's attempts, retried with backoff as its schedule says, until one ends the run; returns when
+    /// the first started, and the last record.
+    async fn attempts(
+        &self,
+        schedule: &Schedule,
+        (run_id, job, max_attempts): (Uuid, &str, i32),
+        trigger: Trigger,
+        scheduled_for: Option<DateTime<Utc>>,
+    ) -> (Option<DateTime<Utc>>, RunRecord) {
         let mut backoff = Backoff::new(schedule.retry_backoff, Duration::MAX);
         let mut first_start = None;
         let mut attempt = 1;

@@ -70,8 +70,13 @@ impl TestBroker {
             port,
             child: None,
         };
-        let cluster_id = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(uuid::Uuid::new_v4().as_bytes());
+        // As Kafka's own Uuid.randomUuid: never one that starts with '-', which the storage tool's
+        // argument parser takes for an option ("-t: expected one argument", one run in 64).
+        let cluster_id = std::iter::repeat_with(|| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+        })
+        .find(|id| !id.starts_with('-'))
+        .expect("an id");
         let format = broker
             .java()
             .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
