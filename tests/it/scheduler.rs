@@ -327,14 +327,13 @@ async fn hot_reload_applies_edits_keeps_the_last_good_version_and_drops_removed_
 async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let (kafka, db, mut config) = setup(dir.path()).await;
-    // Every run takes 1.5 s while the schedule fires every second: a firing claimed by the replica that is
-    // not running finds the schedule lock held by the other one (the cross-replica path of
-    // `overlap = "skip"`).
+    // Every run takes 3 s while the schedule fires every second.
     let server = FakeRandomUser::start(vec![
-        Reply::json(200, fixture_page()).after(Duration::from_millis(1500)),
+        Reply::json(200, fixture_page()).after(Duration::from_secs(3)),
     ])
     .await;
     config.fetch.source = server.url.clone();
+    config.fetch.timeout = Duration::from_secs(60);
     write(
         dir.path(),
         "tick",
@@ -348,29 +347,52 @@ async fn two_replicas_on_one_database_run_each_firing_exactly_once() {
         let host = host.rsplit_once(':').unwrap().0;
         format!("{host}:{}", replica.child.id())
     };
-    let replicas: HashSet<String> = [instance_of(&a), instance_of(&b)].into();
+    let (of_a, of_b) = (instance_of(&a), instance_of(&b));
+    let replicas: HashSet<String> = [of_a.clone(), of_b.clone()].into();
     let on_another_replica = "the previous run is still running on another replica";
 
-    // Bounded, but generous: how fast this happens depends on the machine's load, not what it asserts.
-    wait_for(
-        "both replicas to run firings, and one to skip a firing the other was running",
+    // The replica whose timer ticks first tends to claim every firing. So while a run goes, its replica
+    // is paused: its session keeps the schedule lock, and the other replica claims the firings meanwhile
+    // and finds the lock held (the cross-replica path of `overlap = "skip"`). Bounded, but generous: how
+    // soon this happens depends on the machine's load, not what is asserted.
+    let skipper = wait_for(
+        "a firing skipped on one replica while the other one ran",
         Duration::from_secs(180),
         || async {
             let runs = runs(&db.pool, "tick").await;
-            let ran: HashSet<&str> = runs
+            if let Some(skip) = runs
                 .iter()
-                .filter(|r| r.status == Status::Succeeded)
-                .map(|r| r.instance.as_str())
-                .collect();
-            let skipped_across = runs
-                .iter()
-                .any(|r| r.reason.as_deref() == Some(on_another_replica));
-            (ran.len() == 2 && skipped_across && runs.len() >= 10).then_some(())
+                .find(|r| r.reason.as_deref() == Some(on_another_replica))
+            {
+                return Some(skip.instance.clone());
+            }
+            let running = runs.iter().find(|r| r.status == Status::Running)?;
+            let replica = if running.instance == of_a { &a } else { &b };
+            replica.pause(Duration::from_secs(3)).await;
+            None
         },
     )
     .await;
-    assert!(a.terminate().await.success());
-    assert!(b.terminate().await.success());
+    // The paused one stops; the other then runs firings itself.
+    let (ran, other) = if skipper == of_a {
+        (&mut b, &mut a)
+    } else {
+        (&mut a, &mut b)
+    };
+    assert!(ran.terminate().await.success());
+    wait_for(
+        "the remaining replica to run a firing",
+        Duration::from_secs(60),
+        || async {
+            runs(&db.pool, "tick")
+                .await
+                .iter()
+                .any(|r| r.instance == skipper && r.status == Status::Succeeded)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(other.terminate().await.success());
 
     let runs: Vec<RunRecord> = runs(&db.pool, "tick")
         .await

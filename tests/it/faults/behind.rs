@@ -15,26 +15,6 @@ use crate::support::{TestDb, TestKafka, Userpipe, config_for, prepare, wait_for}
 const EVERY_SECOND: &str =
     "job = \"fetch-users\"\ncron = \"* * * * * *\"\n[params]\nsource = \"generator\"\n";
 
-/// Stops `process` for `pause` and lets it go on; returns when it was stopped and when it was let go.
-async fn pause(process: &Userpipe, pause: Duration) -> (DateTime<Utc>, DateTime<Utc>) {
-    let pid = process.child.id() as libc::pid_t;
-    let signal = |signal| {
-        // SAFETY: a plain kill(2) of the child this test started and has not reaped.
-        assert_eq!(
-            unsafe { libc::kill(pid, signal) },
-            0,
-            "kill({pid}, {signal})"
-        );
-    };
-    signal(libc::SIGSTOP);
-    let stopped = Utc::now();
-    // The pause is what is tested: its length is the point, nothing is waited for here.
-    tokio::time::sleep(pause).await;
-    let resumed = Utc::now();
-    signal(libc::SIGCONT);
-    (stopped, resumed)
-}
-
 /// How much later than another firing's record one's may reach the journal: its claim and its schedule
 /// lock may each wait on PostgreSQL for up to 3 s before the run records itself.
 const SETTLE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
@@ -100,7 +80,7 @@ async fn a_paused_scheduler_makes_up_firings_missed_by_under_a_minute_and_skips_
     let mut userpipe = scheduler_firing(&kafka, &db, dir.path()).await;
 
     // Five seconds behind: the firings of the pause run once it is over, one after another.
-    let (stopped, resumed) = pause(&userpipe, Duration::from_secs(5)).await;
+    let (stopped, resumed) = userpipe.pause(Duration::from_secs(5)).await;
     let runs = runs_through(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
     assert_each_second_once(&runs);
     let made_up: Vec<&RunRecord> = runs
@@ -116,7 +96,7 @@ async fn a_paused_scheduler_makes_up_firings_missed_by_under_a_minute_and_skips_
     assert!(!userpipe.log_text().contains("the scheduler fell behind"));
 
     // Past a minute behind: the firings of the pause are skipped, and firing goes on from now.
-    let (stopped, resumed) = pause(&userpipe, Duration::from_secs(65)).await;
+    let (stopped, resumed) = userpipe.pause(Duration::from_secs(65)).await;
     let runs = runs_through(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
     let missed: Vec<&RunRecord> = runs
         .iter()
@@ -156,7 +136,7 @@ async fn a_schedule_edited_while_its_firing_is_due_takes_that_firing_over() {
         let edited = EVERY_SECOND.replace("[params]", "timeout = \"30s\"\n[params]");
         write_schedule(&folder, "tick", &edited);
     };
-    let ((stopped, resumed), ()) = tokio::join!(pause(&userpipe, Duration::from_secs(3)), edit);
+    let ((stopped, resumed), ()) = tokio::join!(userpipe.pause(Duration::from_secs(3)), edit);
     let runs = runs_through(&db.pool, "tick", resumed + chrono::Duration::seconds(3)).await;
     assert!(
         userpipe.log_text().contains("schedule reloaded"),

@@ -314,6 +314,30 @@ impl Userpipe {
         Self { child, log }
     }
 
+    /// Stops the process (SIGSTOP, as a stopped container or a machine asleep) for `pause` and lets it go
+    /// on (SIGCONT); returns when it was stopped and when it was let go.
+    pub async fn pause(
+        &self,
+        pause: Duration,
+    ) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+        let pid = self.child.id() as libc::pid_t;
+        let signal = |signal| {
+            // SAFETY: a plain kill(2) of the child this test started and has not reaped.
+            assert_eq!(
+                unsafe { libc::kill(pid, signal) },
+                0,
+                "kill({pid}, {signal})"
+            );
+        };
+        signal(libc::SIGSTOP);
+        let stopped = chrono::Utc::now();
+        // The pause is what the caller tests: its length is the point, nothing is waited for here.
+        tokio::time::sleep(pause).await;
+        let resumed = chrono::Utc::now();
+        signal(libc::SIGCONT);
+        (stopped, resumed)
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
