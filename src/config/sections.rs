@@ -407,7 +407,7 @@ pub struct StagesConfig {
 impl Default for StagesConfig {
     fn default() -> Self {
         Self {
-            batch_size: 2000,
+            batch_size: 1000,
             linger: Duration::from_millis(20),
             max_message_bytes: 64 * 1024,
         }
@@ -428,7 +428,7 @@ pub struct SinkConfig {
 impl Default for SinkConfig {
     fn default() -> Self {
         Self {
-            batch_size: 4000,
+            batch_size: 1000,
             linger: Duration::from_millis(20),
         }
     }

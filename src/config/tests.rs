@@ -272,7 +272,7 @@ fn an_empty_variable_is_unset_except_where_empty_means_something() {
         "an empty USERPIPE_HTTP_ADDR turns the endpoints off"
     );
     assert_eq!(config.fetch.source, "https://randomuser.me/api/");
-    assert_eq!(config.sink.batch_size, 4000);
+    assert_eq!(config.sink.batch_size, 1000);
     assert_eq!(origins.of("fetch.source"), &Origin::Default);
 }
 

@@ -104,7 +104,9 @@ pub async fn consume_batches<H: BatchHandler>(
             abandon.cancel();
         })
     };
-    let (tx, mut rx) = mpsc::channel::<(H::Work, Offsets)>(2);
+    // One prepared batch waits while another is completed (and a third is gathered): enough to keep the
+    // completer busy; each more would only hold another batch in memory.
+    let (tx, mut rx) = mpsc::channel::<(H::Work, Offsets)>(1);
     let completer = {
         let (consumer, handler, abandon) = (consumer.clone(), handler.clone(), abandon.clone());
         tokio::spawn(async move {
