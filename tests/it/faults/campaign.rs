@@ -1,6 +1,7 @@
 //! The fault campaign: a stream of users through `userpipe run` (the stages, the sink and the scheduler
-//! with a fetch schedule) while the broker is stopped for 15 seconds, while PostgreSQL restarts, and while
-//! the process is SIGKILLed ten times during a 50,000-user flow. Each time every user published lands in
+//! with a fetch schedule) while the broker is stopped for 15 seconds, while Kafka takes no records for
+//! longer than `kafka.delivery_timeout` (deliveries fail and are sent again), while PostgreSQL restarts, and
+//! while the process is SIGKILLed ten times during a 50,000-user flow. Each time every user published lands in
 //! `random_users` exactly once, no dead letter is written for the fault that passed, and the journal keeps
 //! no run in `running`.
 
@@ -21,10 +22,10 @@ use userpipe::pipeline::record;
 use uuid::Uuid;
 
 use super::write_schedule;
-use crate::support::broker::TestBroker;
+use crate::support::broker::{ProduceGate, TestBroker};
 use crate::support::cluster::TestCluster;
 use crate::support::{
-    TestDb, TestKafka, Userpipe, config_for, consume, prepare, row_count, wait_for,
+    TestDb, TestKafka, Userpipe, config_for, consume, lag_and_total, prepare, row_count, wait_for,
 };
 
 /// Users in the stream besides the scheduler's.
@@ -220,6 +221,101 @@ async fn the_broker_stopped_for_fifteen_seconds_mid_stream_loses_and_dead_letter
     fetch_schedule(&config, 20, false);
     assert_every_user_landed_once(&config, &db.pool).await;
     stop_in_process(shutdown, task).await;
+}
+
+/// The lines of `log` that say a delivery failed and its records are sent again.
+fn failed_deliveries(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains("delivery failed, retrying"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_failed_in_a_kafka_outage_are_sent_again_and_nothing_is_lost_or_dead_lettered() {
+    // The outage takes no records while fetches, heartbeats and offset commits go on: a stopped broker
+    // would also end the consumer groups' sessions (6 s), and their replay from the last commit would hide
+    // a stage that skipped what it could not deliver.
+    let (_broker, gate) = ProduceGate::start().await;
+    let (names, db, dir) = (
+        TestKafka::new(),
+        TestDb::new().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let mut config = campaign_config(&names, &db.url(), dir.path());
+    config.kafka.brokers = gate.brokers();
+    // Unacknowledged for 3 s, a delivery fails (librdkafka stops retrying on its own) and userpipe sends
+    // the records again: the path this test takes.
+    config.kafka.delivery_timeout = Duration::from_secs(3);
+    prepare(&config, &db.pool).await;
+    publish_stream(&config, STREAM, 43).await;
+    let mut process = Userpipe::spawn(
+        &config,
+        dir.path(),
+        "run.log",
+        &["run", "--roles", "timestamp,tags,sink"],
+    );
+
+    // The outage begins once stage 1 has delivered its first users: the rest of the stream is in flight.
+    let at_outage = wait_for(
+        "stage 1 to deliver its first users",
+        Duration::from_secs(120),
+        || async {
+            let n = try_total(&config, &config.topics.timestamped)?;
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
+    gate.close();
+    assert!(
+        at_outage < STREAM as i64,
+        "the outage began after stage 1 was done"
+    );
+    let first = wait_for(
+        "a failed delivery to be sent again",
+        Duration::from_secs(60),
+        || {
+            let first = failed_deliveries(&process.log_text()).first().cloned();
+            async move { first }
+        },
+    )
+    .await;
+    assert!(first.contains("Message timed out"), "{first}");
+
+    // Stage 1 stores no offset of a user it could not deliver: its group's commits stand still through
+    // four more failed deliveries (of two stages, so at least one stage's two, 3 s apart: three auto-commit
+    // intervals).
+    let group = format!("{}-timestamp", config.kafka.group_prefix);
+    let users = &config.topics.users;
+    let lag = || {
+        lag_and_total(
+            &config.kafka.brokers,
+            &group,
+            users,
+            config.kafka.partitions,
+        )
+        .0
+    };
+    let (lag_before, seen) = (lag(), failed_deliveries(&process.log_text()).len());
+    wait_for(
+        "four more failed deliveries",
+        Duration::from_secs(90),
+        || {
+            let more = failed_deliveries(&process.log_text()).len() >= seen + 4;
+            async move { more.then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        lag(),
+        lag_before,
+        "stage 1 committed offsets of users it could not deliver"
+    );
+    gate.open();
+
+    assert_every_user_landed_once(&config, &db.pool).await;
+    let status = process.terminate().await;
+    assert!(status.success(), "{status}: {}", process.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,23 @@
 //! A private, throwaway Kafka broker for tests that take Kafka down: the same jars as `scripts/stack`
 //! (`$USERPIPE_STACK_DIR/kafka/libs`), one KRaft node on free loopback ports, with its own data folder and
 //! cluster id. Stopped and started on demand; killed when dropped. The stack's shared broker is never
-//! touched.
+//! touched. A [`ProduceGate`] in front of one holds back its produce requests while everything else passes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
 use rdkafka::producer::{BaseProducer, Producer};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
-/// How long a start may take on a loaded machine (two JVMs: the storage format, then the broker).
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a start may take on a loaded machine (two JVMs: the storage format, then the broker); at a load
+/// of 10 to 15 on two cores it once took longer than two minutes.
+const START_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub struct TestBroker {
     dir: TempDir,
@@ -24,6 +29,11 @@ pub struct TestBroker {
 impl TestBroker {
     /// Formats a new broker's storage, starts it, and waits until it answers.
     pub async fn start() -> Self {
+        Self::start_advertising(None).await
+    }
+
+    /// [`TestBroker::start`], telling clients to reach it at `advertised` (a proxy's port) instead of its own.
+    async fn start_advertising(advertised: Option<u16>) -> Self {
         let stack = std::env::var("USERPIPE_STACK_DIR").unwrap_or_else(|_| {
             panic!("USERPIPE_STACK_DIR is not set: use `eval \"$(scripts/stack env)\"`")
         });
@@ -38,6 +48,7 @@ impl TestBroker {
             .tempdir()
             .expect("make a temporary folder");
         let (port, controller) = (free_port(), free_port());
+        let advertised = advertised.unwrap_or(port);
         let data = dir.path().join("data");
         std::fs::write(
             dir.path().join("server.properties"),
@@ -45,7 +56,7 @@ impl TestBroker {
                 "process.roles=broker,controller\nnode.id=1\n\
                  controller.quorum.voters=1@127.0.0.1:{controller}\n\
                  listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{advertised}\n\
                  inter.broker.listener.name=PLAINTEXT\ncontroller.listener.names=CONTROLLER\n\
                  listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
                  log.dirs={}\nnum.partitions=3\ndefault.replication.factor=1\nmin.insync.replicas=1\n\
@@ -176,6 +187,117 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A loopback proxy in front of a [`TestBroker`], through which every client reaches it (the broker
+/// advertises the gate's port). Open, it passes everything. Closed, it swallows every produce request: the
+/// broker never sees it and nobody answers it, so its records are surely not written, while every other
+/// request (metadata, fetches, heartbeats, offset commits) passes, as with a broker that takes no writes.
+/// Unlike a stopped broker, the consumer groups keep their members and commit what they store meanwhile.
+pub struct ProduceGate {
+    port: u16,
+    closed: Arc<AtomicBool>,
+    /// Its own thread: the test's blocking calls (a watermark fetch through the gate) never hold it up.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// A request's API key (its first two bytes after the size): 0 is Produce.
+const PRODUCE: i16 = 0;
+
+impl ProduceGate {
+    /// A new broker behind a new, open gate.
+    pub async fn start() -> (TestBroker, Self) {
+        // Bound first, so the broker can advertise its port; it accepts once the broker is up.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the gate");
+        listener
+            .set_nonblocking(true)
+            .expect("a nonblocking listener");
+        let port = listener.local_addr().expect("the gate's address").port();
+        let broker = TestBroker::start_advertising(Some(port)).await;
+        let closed = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("the gate's runtime");
+        let (upstream, gate_closed) = (broker.port, closed.clone());
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("the gate's listener");
+            Self::accept(listener, upstream, gate_closed).await;
+        });
+        (
+            broker,
+            Self {
+                port,
+                closed,
+                runtime: Some(runtime),
+            },
+        )
+    }
+
+    /// `127.0.0.1:<port>`, for `kafka.brokers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, produce requests are swallowed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, produce requests pass again.
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+    }
+
+    async fn accept(listener: TcpListener, upstream: u16, closed: Arc<AtomicBool>) {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(broker) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue; // dropping `client` closes it, as the broker would
+            };
+            tokio::spawn(Self::pipe(client, broker, closed.clone()));
+        }
+    }
+
+    /// One client's connection: answers go back as they come, requests go on through [`Self::requests`].
+    async fn pipe(client: TcpStream, broker: TcpStream, closed: Arc<AtomicBool>) {
+        let (from_client, mut to_client) = client.into_split();
+        let (mut from_broker, to_broker) = broker.into_split();
+        // Either side gone: both connections close.
+        tokio::select! {
+            _ = tokio::io::copy(&mut from_broker, &mut to_client) => {}
+            _ = Self::requests(from_client, to_broker, closed) => {}
+        }
+    }
+
+    /// Requests one by one (each a 4-byte big-endian size, then the request, whose first two bytes are its
+    /// API key), all but produce requests while the gate is closed; until either side closes.
+    async fn requests(
+        mut from_client: tokio::net::tcp::OwnedReadHalf,
+        mut to_broker: tokio::net::tcp::OwnedWriteHalf,
+        closed: Arc<AtomicBool>,
+    ) -> std::io::Result<()> {
+        loop {
+            let mut size = [0u8; 4];
+            from_client.read_exact(&mut size).await?;
+            let mut request = vec![0u8; u32::from_be_bytes(size) as usize];
+            from_client.read_exact(&mut request).await?;
+            let key = request.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
+            if key == Some(PRODUCE) && closed.load(Ordering::SeqCst) {
+                continue;
+            }
+            to_broker.write_all(&size).await?;
+            to_broker.write_all(&request).await?;
+        }
+    }
+}
+
+impl Drop for ProduceGate {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
