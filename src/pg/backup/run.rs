@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sqlx::Connection;
+use sqlx::{Connection, PgConnection};
 use tracing::{error, info, warn};
 
 use super::catalog::Compressed;
@@ -65,7 +65,6 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     let clock = Instant::now();
     let started_at = Utc::now();
     let url = config.database.url.expose();
-    let timeout = config.backup.timeout;
 
     let mut conn = crate::db::connect_one(url).await?;
     let (server_version, server_version_num, tablespaces, archiving): (String, i32, i64, bool) =
@@ -91,6 +90,118 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
         bail!("another base backup of this server is running");
     }
 
+    // The backup proper runs under the lock, let go of at once afterwards, whatever happened: left to
+    // the closed session, it was still held under load when a backup came right after a failed one.
+    let server = Server {
+        version: server_version,
+        version_num: server_version_num,
+        archiving,
+    };
+    let taken = take(config, progress, &mut conn, started_at, server).await;
+    let release = AdvisoryLock::Backup.release(&mut conn, true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), release).await;
+    conn.close().await.ok();
+    let Taken {
+        id,
+        path,
+        bytes,
+        server_version,
+        timeline,
+        start_lsn,
+        end_lsn,
+        compressed,
+        compress_error,
+        mut archive_problem,
+    } = taken?;
+    let dir = config.backup.dir.clone();
+
+    let (keep, archive) = (config.backup.keep, config.backup.wal_archive.clone());
+    let pruned = {
+        let (dir, archive) = (dir.clone(), archive.clone());
+        // The span goes along, so what retention and expiry log stays in the run's log.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| prune(&dir, &archive, keep, false)))
+            .await
+    };
+    let (pruned, prune_error) = match pruned {
+        Ok(Ok(pruned)) => (pruned, None),
+        Ok(Err(e)) => {
+            warn!(message = "retention failed; the new backup is kept", error = %format!("{e:#}"));
+            (Pruned::default(), Some(format!("{e:#}")))
+        }
+        Err(e) => (Pruned::default(), Some(format!("retention panicked: {e}"))),
+    };
+    if archiving
+        && archive_problem.is_none()
+        && let Some(from) = &pruned.wal.kept_from
+    {
+        archive_problem = match gaps::check(&archive, from) {
+            Ok(coverage) => coverage.problem(),
+            Err(e) => Some(format!("{e:#}")),
+        };
+    }
+    if let Some(problem) = &archive_problem {
+        warn!(message = "the WAL archive is not complete", problem = %problem);
+    }
+    Ok(BackupReport {
+        id,
+        path,
+        bytes,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        server_version,
+        timeline,
+        start_lsn,
+        end_lsn,
+        verified: true,
+        wal_removed: pruned.wal.removed.len(),
+        wal_bytes_freed: pruned.wal.bytes_freed,
+        pruned: pruned.deleted,
+        prune_error,
+        compressed,
+        compress_error,
+        archive_problem,
+    })
+}
+
+/// The server a backup is taken of, as read before the lock.
+struct Server {
+    version: String,
+    version_num: i32,
+    /// It archives its WAL (then the backup waits for its last segment to reach the archive).
+    archiving: bool,
+}
+
+/// A verified backup, made visible, before retention.
+struct Taken {
+    id: String,
+    path: PathBuf,
+    bytes: u64,
+    server_version: String,
+    timeline: u32,
+    start_lsn: String,
+    end_lsn: String,
+    compressed: Option<Compressed>,
+    compress_error: Option<String>,
+    archive_problem: Option<String>,
+}
+
+/// The backup proper, under the backup lock that `conn` holds: pg_basebackup into a partial folder,
+/// verification, metadata, the rename that makes it visible, compression, and the wait for its last WAL
+/// segment in the archive.
+async fn take(
+    config: &Config,
+    progress: bool,
+    conn: &mut PgConnection,
+    started_at: DateTime<Utc>,
+    server: Server,
+) -> anyhow::Result<Taken> {
+    let Server {
+        version: server_version,
+        version_num: server_version_num,
+        archiving,
+    } = server;
+    let url = config.database.url.expose();
+    let timeout = config.backup.timeout;
     let pg_basebackup = find_program(&config.backup.pg_bin, "pg_basebackup")?;
     let pg_verifybackup = find_program(&config.backup.pg_bin, "pg_verifybackup")?;
     let tool_version = program_version(&pg_basebackup).await?;
@@ -225,57 +336,22 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     if archiving {
         let last: String = sqlx::query_scalar("SELECT pg_walfile_name($1::text::pg_lsn)")
             .bind(&end_lsn)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await
             .context("cannot name the backup's last WAL segment")?;
         let archive = &config.backup.wal_archive;
-        let arrived = await_archived(&mut conn, archive, &last, config.backup.archive_wait).await?;
+        let arrived =
+            await_archived(&mut *conn, archive, &last, config.backup.archive_wait).await?;
         archive_problem = arrived.problem;
     }
-    conn.close().await.ok();
-
-    let (keep, archive) = (config.backup.keep, config.backup.wal_archive.clone());
-    let pruned = {
-        let (dir, archive) = (dir.clone(), archive.clone());
-        // The span goes along, so what retention and expiry log stays in the run's log.
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| prune(&dir, &archive, keep, false)))
-            .await
-    };
-    let (pruned, prune_error) = match pruned {
-        Ok(Ok(pruned)) => (pruned, None),
-        Ok(Err(e)) => {
-            warn!(message = "retention failed; the new backup is kept", error = %format!("{e:#}"));
-            (Pruned::default(), Some(format!("{e:#}")))
-        }
-        Err(e) => (Pruned::default(), Some(format!("retention panicked: {e}"))),
-    };
-    if archiving
-        && archive_problem.is_none()
-        && let Some(from) = &pruned.wal.kept_from
-    {
-        archive_problem = match gaps::check(&archive, from) {
-            Ok(coverage) => coverage.problem(),
-            Err(e) => Some(format!("{e:#}")),
-        };
-    }
-    if let Some(problem) = &archive_problem {
-        warn!(message = "the WAL archive is not complete", problem = %problem);
-    }
-    Ok(BackupReport {
+    Ok(Taken {
         id,
         path,
         bytes,
-        duration_ms: clock.elapsed().as_millis() as u64,
         server_version,
         timeline,
         start_lsn,
         end_lsn,
-        verified: true,
-        wal_removed: pruned.wal.removed.len(),
-        wal_bytes_freed: pruned.wal.bytes_freed,
-        pruned: pruned.deleted,
-        prune_error,
         compressed,
         compress_error,
         archive_problem,
