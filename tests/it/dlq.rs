@@ -13,19 +13,8 @@ use uuid::Uuid;
 
 use crate::pipeline::{Pipeline, generated_users, publish_users, wait_for_rows};
 use crate::support::{
-    self, TestDb, TestKafka, config_for, consume, lag_and_total, prepare, userpipe_output, wait_for,
+    self, TestDb, TestKafka, config_for, consume, prepare, total, userpipe_output, wait_for,
 };
-
-/// Messages in `topic` (all partitions).
-fn total(config: &Config, topic: &str) -> i64 {
-    lag_and_total(
-        &config.kafka.brokers,
-        &support::unique("count"),
-        topic,
-        config.kafka.partitions,
-    )
-    .1
-}
 
 /// `userpipe <args>`, which must exit 0; its stdout.
 fn dlq(config: &Config, dir: &std::path::Path, args: &[&str]) -> String {

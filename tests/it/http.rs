@@ -9,6 +9,7 @@ use userpipe::http::Readiness;
 use crate::support::cluster::TestCluster;
 use crate::support::{
     TestDb, TestKafka, Userpipe, config_for, prepare, sample, scrape, start_app, unique, wait_for,
+    write_backup,
 };
 
 async fn get(url: &str) -> (u16, String) {
@@ -19,42 +20,6 @@ async fn get(url: &str) -> (u16, String) {
         response.status().as_u16(),
         response.text().await.expect("a body"),
     )
-}
-
-/// A backup folder with its `backup.json`, as a base-backup run leaves it.
-fn write_backup(
-    dir: &std::path::Path,
-    id: &str,
-    finished_at: chrono::DateTime<chrono::Utc>,
-    ok: bool,
-) {
-    let metadata = userpipe::pg::backup::Metadata {
-        id: id.to_owned(),
-        label: format!("userpipe {id}"),
-        started_at: finished_at - chrono::Duration::minutes(3),
-        finished_at,
-        bytes: 1,
-        server_version: "15.18".into(),
-        server_version_num: 150018,
-        pg_basebackup: "pg_basebackup (PostgreSQL) 15.18".into(),
-        timeline: 1,
-        start_lsn: "0/2000028".into(),
-        end_lsn: "0/2000100".into(),
-        start_wal: None,
-        verification: userpipe::pg::backup::Verification {
-            ok,
-            at: finished_at,
-            problems: Vec::new(),
-        },
-        compressed: None,
-    };
-    let folder = dir.join(id);
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(
-        folder.join("backup.json"),
-        serde_json::to_vec(&metadata).unwrap(),
-    )
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use serde_json::{Value, json};
-use userpipe::config::{Config, dead_letter_topic};
+use userpipe::config::dead_letter_topic;
 use userpipe::kafka::header;
 use uuid::Uuid;
 
 use crate::pipeline::{Pipeline, generated_users, publish_users, wait_for_rows};
 use crate::support::cluster::TestCluster;
 use crate::support::{
-    self, TestDb, TestKafka, Userpipe, config_for, consume, lag_and_total, prepare, wait_for,
+    self, TestDb, TestKafka, Userpipe, config_for, consume, lag_and_total, prepare, total, wait_for,
 };
 
 fn id_of(user: &serde_json::Map<String, Value>) -> Uuid {
@@ -29,17 +29,6 @@ async fn ids(pool: &sqlx::PgPool) -> HashSet<Uuid> {
         .expect("select ids")
         .into_iter()
         .collect()
-}
-
-/// Messages in `topic`.
-fn total(config: &Config, topic: &str) -> i64 {
-    lag_and_total(
-        &config.kafka.brokers,
-        &support::unique("count"),
-        topic,
-        config.kafka.partitions,
-    )
-    .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

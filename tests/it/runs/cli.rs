@@ -10,6 +10,7 @@ use userpipe::config::Config;
 use uuid::Uuid;
 
 use super::*;
+use crate::support::write_backup;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_prints_one_json_object_per_line_and_refuses_an_unknown_status() {
@@ -87,37 +88,6 @@ fn each_jobs_command_shows_an_example_in_its_help() {
             .1;
         assert!(example.contains("userpipe jobs"), "{help}");
     }
-}
-
-/// A backup folder with its `backup.json`, as a base-backup run leaves it.
-fn write_backup(dir: &Path, id: &str, finished_at: chrono::DateTime<chrono::Utc>) {
-    let metadata = userpipe::pg::backup::Metadata {
-        id: id.to_owned(),
-        label: format!("userpipe {id}"),
-        started_at: finished_at - chrono::Duration::minutes(3),
-        finished_at,
-        bytes: 1,
-        server_version: "15.18".into(),
-        server_version_num: 150018,
-        pg_basebackup: "pg_basebackup (PostgreSQL) 15.18".into(),
-        timeline: 1,
-        start_lsn: "0/2000028".into(),
-        end_lsn: "0/2000100".into(),
-        start_wal: None,
-        compressed: None,
-        verification: userpipe::pg::backup::Verification {
-            ok: true,
-            at: finished_at,
-            problems: Vec::new(),
-        },
-    };
-    let folder = dir.join(id);
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(
-        folder.join("backup.json"),
-        serde_json::to_vec(&metadata).unwrap(),
-    )
-    .unwrap();
 }
 
 /// `userpipe ARGS` to its end: exit code, stdout, stderr.
@@ -243,8 +213,9 @@ async fn the_commands_as_users_type_them_exit_and_print_what_readme_says() {
         backups.path(),
         "20261114T020000Z",
         newest - chrono::Duration::days(7),
+        true,
     );
-    write_backup(backups.path(), "20261121T020000Z", newest);
+    write_backup(backups.path(), "20261121T020000Z", newest, true);
     let (code, out, err) = typed(&config, dir.path(), &["backup", "list", "--json"]);
     assert_eq!(code, 0, "{err}");
     let ids: Vec<String> = out
