@@ -350,8 +350,9 @@ pub fn sweep(parent: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Stops the postmaster of `data` if one still runs there (immediate shutdown: SIGQUIT), waiting up to
-/// 10 seconds. The pid comes from `postmaster.pid` and must be a process whose command line names `data`.
+/// Stops the postmaster of `data` if one still runs there: immediate shutdown (SIGQUIT), and SIGKILL if it
+/// still runs 10 seconds later, waiting up to 5 more. The pid comes from `postmaster.pid` and must be a
+/// process whose command line names `data` (an exited process's, awaiting its parent's reap, names nothing).
 fn stop_leftover_server(data: &Path) {
     let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
         return;
@@ -371,16 +372,28 @@ fn stop_leftover_server(data: &Path) {
     if pid <= 1 || !names_data(pid) {
         return;
     }
-    // SAFETY: kill(2) on a process checked just above; no memory is involved.
-    unsafe {
-        libc::kill(pid, libc::SIGQUIT);
+    let signal_and_wait = |signal: i32, wait: Duration| {
+        // SAFETY: kill(2) on a process checked just above; no memory is involved.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+        let deadline = Instant::now() + wait;
+        while names_data(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        !names_data(pid)
+    };
+    if signal_and_wait(libc::SIGQUIT, Duration::from_secs(10))
+        || signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
+    {
+        warn!(
+            message = "stopped the server an interrupted restore drill left running",
+            pid
+        );
+    } else {
+        warn!(
+            message = "cannot stop the server an interrupted restore drill left running",
+            pid
+        );
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while names_data(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    warn!(
-        message = "stopped the server an interrupted restore drill left running",
-        pid
-    );
 }

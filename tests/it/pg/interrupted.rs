@@ -132,6 +132,25 @@ fn postmaster_pid(dir: &Path) -> Option<u32> {
     (started && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
 }
 
+/// Waits (10 s at most) until process `pid` has exited: gone, or a zombie that its parent (not this test:
+/// a server outlives the `pg_ctl` that started it) has yet to reap.
+async fn exited(pid: u32) {
+    crate::support::wait_for(
+        "the server's process to exit",
+        Duration::from_secs(10),
+        || async {
+            // "PID (COMMAND) STATE ...": the state follows the last parenthesis.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let state = stat
+                .as_deref()
+                .and_then(|s| s.rsplit_once(')'))
+                .map(|(_, rest)| rest.trim_start());
+            state.is_none_or(|s| s.starts_with('Z')).then_some(())
+        },
+    )
+    .await
+}
+
 /// The inodes of the TCP sockets listening on this machine (state 0A in /proc/net/tcp and tcp6).
 fn listening_inodes() -> BTreeSet<String> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -255,13 +274,7 @@ async fn a_drill_cancelled_with_its_server_up_leaves_no_server_and_no_scratch_fo
         drill::cleanups_finished(Duration::from_secs(20)).await,
         "the clean-up ends"
     );
-    // Stopped: its process is gone once the kernel has reaped it (a moment after pg_ctl returns).
-    crate::support::wait_for(
-        "the server to be stopped",
-        Duration::from_secs(10),
-        || async { (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
-    )
-    .await;
+    exited(pid).await;
     assert!(names(&scratch).is_empty(), "{:?}", names(&scratch));
     assert!(processes_mentioning(&scratch).is_empty());
 }
@@ -311,10 +324,7 @@ async fn leftovers_of_a_sigkilled_drill_are_swept_at_the_next_start_but_a_live_d
     let swept = drill::sweep_leftovers(&ops.config).await.unwrap();
     assert_eq!(swept, std::slice::from_ref(&left));
     assert!(!left.exists());
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "its server is stopped"
-    );
+    exited(pid).await;
     assert!(live.exists(), "a live drill's folder stays");
 
     // The next drill works, and sweeps nothing of the live one.
@@ -362,12 +372,6 @@ async fn a_drill_going_at_a_stop_is_cleaned_up_within_the_shutdown_grace() {
     // The scratch folder goes only after its server has stopped (`pg_ctl stop -w` returned): gone at the
     // exit, the clean-up ran before it.
     assert!(names(&scratch).is_empty(), "{:?}", names(&scratch));
-    // The stopped server's process is gone once the kernel has reaped it (a moment after pg_ctl returns).
-    wait_for(
-        "the server to be stopped",
-        Duration::from_secs(10),
-        || async { (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
-    )
-    .await;
+    exited(pid).await;
     assert!(processes_mentioning(&scratch).is_empty());
 }
