@@ -126,17 +126,25 @@ pub async fn delete_topics(brokers: &str, names: &[String]) -> anyhow::Result<()
 }
 
 /// How many members consumer group `group` has once it is stable (every member has its partitions);
-/// 0 while it is empty, forming or rebalancing.
+/// 0 while it is empty, forming or rebalancing, or while its coordinator is loading or moving (a broker
+/// just started says so for a few seconds).
 pub async fn stable_members(brokers: &str, group: &str) -> anyhow::Result<usize> {
     let client: BaseProducer = base_config(brokers)
         .create()
         .context("cannot create a kafka client")?;
     let group = group.to_owned();
     tokio::task::spawn_blocking(move || {
-        let groups = client
+        let groups = match client
             .client()
             .fetch_group_list(Some(&group), Duration::from_secs(10))
-            .with_context(|| format!("cannot describe consumer group {group}"))?;
+        {
+            Err(KafkaError::GroupListFetch(
+                RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator,
+            )) => return Ok(0),
+            other => other.with_context(|| format!("cannot describe consumer group {group}"))?,
+        };
         Ok(groups
             .groups()
             .iter()

@@ -210,7 +210,8 @@ where
     }
 }
 
-/// Reads `topic` from the beginning until `n` messages have come, within `timeout`.
+/// Reads `topic` from the beginning until `n` messages have come, within `timeout`. A message read again
+/// (the reader's group rebalanced and it restarted a partition from the beginning) counts once.
 pub async fn consume(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
     let consumer: StreamConsumer = userpipe::kafka::base_config(brokers)
         .set("group.id", unique("reader"))
@@ -220,10 +221,15 @@ pub async fn consume(brokers: &str, topic: &str, n: usize, timeout: Duration) ->
         .expect("create a reader");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut messages = Vec::with_capacity(n);
+    let mut seen = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + timeout;
     while messages.len() < n {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Ok(message)) => {
+                if seen.insert((message.partition(), message.offset())) {
+                    messages.push(message.detach());
+                }
+            }
             Ok(Err(error)) => panic!("reading {topic}: {error}"),
             Err(_) => panic!(
                 "timed out after {timeout:?} reading {topic}: {} of {n} messages",
