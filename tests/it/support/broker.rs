@@ -127,11 +127,13 @@ impl TestBroker {
             .spawn()
             .expect("start the kafka broker");
         self.child = Some(child);
-        let client: BaseProducer = userpipe::kafka::base_config(&self.brokers())
-            .create()
-            .expect("a kafka client");
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
+            // A new client each time: one that has learnt the advertised address (a gate's, not serving
+            // until the broker is up) would send every later request there, and wait for ever.
+            let client: BaseProducer = userpipe::kafka::base_config(&self.brokers())
+                .create()
+                .expect("a kafka client");
             let answered = tokio::task::block_in_place(|| {
                 client
                     .client()
