@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::producer::FutureProducer;
+
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::kafka::{self, Outbound};
+use crate::kafka::{self, Outbound, Producer};
 use crate::pipeline::fetch::generator::Generator;
 use crate::pipeline::record;
 
@@ -35,13 +35,14 @@ impl Publication {
 
 /// `n` generated users as `users_info` records for `topic`.
 pub fn records(generator: &mut Generator, topic: &str, n: usize) -> Vec<(Uuid, Outbound)> {
+    let topic: std::sync::Arc<str> = topic.into();
     (0..n)
         .map(|_| {
             let id = Uuid::new_v4();
             let user = record::user_from_randomuser(&generator.result(), id, None)
                 .expect("the generator makes valid results");
             let record = Outbound {
-                topic: topic.to_owned(),
+                topic: topic.clone(),
                 key: Some(id.to_string().into_bytes()),
                 payload: serde_json::to_vec(&user).expect("a json object serializes"),
                 headers: Vec::new(),
@@ -55,7 +56,7 @@ pub fn records(generator: &mut Generator, topic: &str, n: usize) -> Vec<(Uuid, O
 /// takes them (generated beforehand, so the publisher only produces). Returns once every one is
 /// acknowledged.
 pub async fn publish(
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     users: usize,
     rate: Option<u64>,
@@ -112,7 +113,7 @@ pub async fn publish(
     }
 }
 
-async fn deliver(producer: FutureProducer, records: Vec<Outbound>) {
+async fn deliver(producer: Producer, records: Vec<Outbound>) {
     // Never abandoned: delivery retries until the broker takes every record.
     let never = CancellationToken::new();
     let _ = kafka::deliver_all(&producer, &records, &never).await;

@@ -10,9 +10,10 @@ use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
-use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
+use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::statistics::Statistics;
 
+use super::deliver::{Acks, Producer};
 use crate::config::KafkaConfig;
 use crate::metrics::{LagLabels, METRICS};
 
@@ -34,7 +35,7 @@ pub fn base_config(brokers: &str) -> ClientConfig {
 /// to `kafka.delivery_timeout` (then the delivery fails, and `deliver_all` sends the record again), and
 /// compresses its batches as `kafka.compression` says (none by default: the old scripts' kafka-python has
 /// no lz4, snappy or zstd).
-pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<Producer> {
     let brokers = &kafka.brokers;
     base_config(brokers)
         .set("enable.idempotence", "true")
@@ -48,7 +49,7 @@ pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
-        .create()
+        .create_with_context(Acks::default())
         .with_context(|| format!("cannot create a kafka producer for {brokers}"))
 }
 

@@ -1,15 +1,15 @@
 //! Consuming in batches, at least once: a consumed offset is stored (and later auto-committed) only after
 //! the batch it belongs to was completed by its [`BatchHandler`]; a batch that is abandoned stores nothing.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use futures_util::StreamExt;
+use rdkafka::consumer::{CommitMode, Consumer, MessageStream};
 use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -19,26 +19,33 @@ use tracing::{debug, info, warn};
 use super::client::{LagContext, consumer};
 use crate::retry::Abandoned;
 
-/// The next offset to consume of every partition a batch touched.
+/// The next offset to consume of every partition a batch touched, in the order first seen.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Offsets(BTreeMap<(String, i32), i64>);
+pub struct Offsets(Vec<(String, i32, i64)>);
 
 impl Offsets {
-    pub fn of(batch: &[OwnedMessage]) -> Self {
+    /// A batch touches a few partitions of one topic: a short list searched in place costs less per
+    /// message than a map keyed by an owned topic name.
+    pub fn of<M: Message>(batch: &[M]) -> Self {
         let mut offsets = Self::default();
         for message in batch {
-            let next = offsets
+            let (topic, partition, next) =
+                (message.topic(), message.partition(), message.offset() + 1);
+            match offsets
                 .0
-                .entry((message.topic().to_owned(), message.partition()))
-                .or_insert(0);
-            *next = (*next).max(message.offset() + 1);
+                .iter_mut()
+                .find(|(t, p, _)| *p == partition && t == topic)
+            {
+                Some((_, _, stored)) => *stored = (*stored).max(next),
+                None => offsets.0.push((topic.to_owned(), partition, next)),
+            }
         }
         offsets
     }
 
     fn to_list(&self) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.0 {
+        for (topic, partition, next) in &self.0 {
             // Cannot fail for an absolute offset.
             let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*next));
         }
@@ -66,8 +73,9 @@ pub trait BatchHandler: Send + Sync + 'static {
     /// What `prepare` hands to `complete`.
     type Work: Send + 'static;
 
-    /// Pure work on a batch (parse, check, transform); no waiting.
-    fn prepare(&self, batch: Vec<OwnedMessage>) -> Self::Work;
+    /// Pure work on a batch (parse, check, transform); no waiting. The messages are librdkafka's own,
+    /// borrowed: `Work` keeps a copy of only what it needs.
+    fn prepare(&self, batch: &[BorrowedMessage<'_>]) -> Self::Work;
 
     /// Makes the batch's effect durable (produce acknowledged, rows committed), retrying transient
     /// failures until done or `abandon` fires. Batches are completed one at a time, in order.
@@ -126,13 +134,20 @@ pub async fn consume_batches<H: BatchHandler>(
         })
     };
 
-    while let Some(batch) = next_batch(&consumer, settings, &shutdown).await {
+    // One stream for the consumer's life: `recv` would register and unregister a waker per message.
+    let mut stream = consumer.stream();
+    let mut batch = Vec::with_capacity(settings.max);
+    while next_batch(&mut stream, &mut batch, settings, &shutdown).await {
         let offsets = Offsets::of(&batch);
-        let work = handler.prepare(batch);
+        let work = handler.prepare(&batch);
+        // Back to librdkafka before waiting for room in the channel.
+        batch.clear();
         if tx.send((work, offsets)).await.is_err() {
             break;
         }
     }
+    drop(batch);
+    drop(stream);
     drop(tx);
     completer.await.context("the batch completer panicked")?;
     grace_timer.abort();
@@ -155,28 +170,28 @@ pub async fn consume_batches<H: BatchHandler>(
     Ok(())
 }
 
-/// Waits for a first message, then gathers more until the batch is full or `linger` has passed.
-/// `None` once `shutdown` fires; a batch being gathered then is dropped unstored.
-async fn next_batch(
-    consumer: &StreamConsumer<LagContext>,
+/// Fills the empty `batch`: waits for a first message, then gathers more until the batch is full or
+/// `linger` has passed. `false` once `shutdown` fires; a batch being gathered then is dropped unstored.
+async fn next_batch<'c>(
+    stream: &mut MessageStream<'c, LagContext>,
+    batch: &mut Vec<BorrowedMessage<'c>>,
     settings: BatchSettings,
     shutdown: &CancellationToken,
-) -> Option<Vec<OwnedMessage>> {
-    let mut batch = Vec::with_capacity(settings.max);
+) -> bool {
     loop {
         let received = tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            received = consumer.recv() => received,
+            _ = shutdown.cancelled() => return false,
+            received = stream.next() => received.expect("kafka streams never end"),
         };
         match received {
             Ok(message) => {
-                batch.push(message.detach());
+                batch.push(message);
                 break;
             }
             Err(error) => {
                 warn!(message = "kafka consumer error", %error);
                 tokio::select! {
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return false,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
@@ -185,17 +200,18 @@ async fn next_batch(
     let deadline = tokio::time::Instant::now() + settings.linger;
     while batch.len() < settings.max {
         let received = tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            received = tokio::time::timeout_at(deadline, consumer.recv()) => received,
+            _ = shutdown.cancelled() => return false,
+            received = tokio::time::timeout_at(deadline, stream.next()) => received,
         };
         match received {
-            Ok(Ok(message)) => batch.push(message.detach()),
-            Ok(Err(error)) => {
+            Ok(Some(Ok(message))) => batch.push(message),
+            Ok(Some(Err(error))) => {
                 warn!(message = "kafka consumer error", %error);
                 break;
             }
+            Ok(None) => unreachable!("kafka streams never end"),
             Err(_elapsed) => break,
         }
     }
-    Some(batch)
+    true
 }

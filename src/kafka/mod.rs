@@ -17,6 +17,5 @@ pub use admin::{
 };
 pub use client::{LagContext, Probe, base_config, consumer, producer, reader};
 pub use consume::{BatchHandler, BatchSettings, Offsets, consume_batches};
-pub use deliver::{Outbound, deliver_all, header, header_text};
-pub use rdkafka::message::OwnedMessage as Received;
+pub use deliver::{Acks, Outbound, Producer, deliver_all, header, header_text};
 pub use read::read_to_end;

@@ -1,12 +1,14 @@
 //! The PostgreSQL sink: enriched users -> `random_users`, in batches, one transaction each, with an
 //! idempotent upsert on `id`; offsets are stored only after the transaction commits.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
-use rdkafka::producer::FutureProducer;
+use rdkafka::Timestamp;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders, OwnedMessage};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -14,7 +16,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, TopicsConfig, dead_letter_topic};
 use crate::db;
-use crate::kafka::{self, BatchHandler, BatchSettings, Outbound, Received};
+use crate::kafka::{self, BatchHandler, BatchSettings, Outbound, Producer};
 use crate::metrics::{METRICS, StageCounters};
 use crate::pipeline::record::{self, UserRow};
 use crate::retry::{Abandoned, Attempt, Backoff, until_done};
@@ -32,7 +34,8 @@ pub async fn run(
     let handler = Arc::new(SinkHandler {
         pool,
         producer: kafka::producer(&config.kafka)?,
-        dead_letters: dead_letter_topic(&topics.enriched),
+        input: topics.enriched.clone(),
+        dead_letters: dead_letter_topic(&topics.enriched).into(),
         max_message_bytes: config.stages.max_message_bytes,
         counters: METRICS.stage(STAGE),
     });
@@ -55,34 +58,40 @@ pub async fn run(
 
 struct SinkHandler {
     pool: PgPool,
-    producer: FutureProducer,
-    dead_letters: String,
+    producer: Producer,
+    input: String,
+    dead_letters: Arc<str>,
     max_message_bytes: usize,
     counters: StageCounters,
 }
 
 /// A prepared batch: rows to write with the message each came from, and dead letters.
 struct SinkWork {
-    rows: Vec<(UserRow, Received)>,
+    rows: RowBatch,
+    origins: Origins,
     dead: Vec<Outbound>,
 }
 
 impl BatchHandler for SinkHandler {
     type Work = SinkWork;
 
-    fn prepare(&self, batch: Vec<Received>) -> SinkWork {
+    fn prepare(&self, batch: &[BorrowedMessage<'_>]) -> SinkWork {
         self.counters.consumed.inc_by(batch.len() as u64);
         let mut work = SinkWork {
-            rows: Vec::with_capacity(batch.len()),
+            rows: RowBatch::with_capacity(batch.len()),
+            origins: Origins::with_capacity(batch.len()),
             dead: Vec::new(),
         };
         for message in batch {
             let row = record::row_from_payload(message.payload(), self.max_message_bytes);
             match row {
-                Ok(row) => work.rows.push((row, message)),
+                Ok(row) => {
+                    work.rows.push(&row);
+                    work.origins.push(message);
+                }
                 Err(error) => work
                     .dead
-                    .push(self.dead_letter(&message, &error.to_string())),
+                    .push(self.dead_letter(message, &error.to_string())),
             }
         }
         work
@@ -94,10 +103,7 @@ impl BatchHandler for SinkHandler {
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
         let started = Instant::now();
-        match self
-            .write(work.rows.iter().map(|(row, _)| row), abandon)
-            .await?
-        {
+        match self.write(work.rows.iter(), abandon).await? {
             Ok(inserted) => {
                 debug!(message = "batch written", rows = work.rows.len(), inserted);
                 self.counters.produced.inc_by(inserted);
@@ -106,13 +112,13 @@ impl BatchHandler for SinkHandler {
                 // Some row's data is refused by the database itself: write them one by one to find it.
                 let error = db::refusal(&error);
                 warn!(message = "batch refused, writing its rows one by one", %error);
-                for (row, message) in &work.rows {
+                for (index, row) in work.rows.iter().enumerate() {
                     match self.write(std::iter::once(row), abandon).await? {
                         Ok(inserted) => {
                             self.counters.produced.inc_by(inserted);
                         }
                         Err(error) => work.dead.push(self.dead_letter(
-                            message,
+                            &work.origins.message(index, &self.input),
                             &format!("database refused the row: {}", db::refusal(&error)),
                         )),
                     }
@@ -131,7 +137,7 @@ impl BatchHandler for SinkHandler {
 }
 
 impl SinkHandler {
-    fn dead_letter(&self, message: &Received, error: &str) -> Outbound {
+    fn dead_letter(&self, message: &impl Message, error: &str) -> Outbound {
         Outbound::dead_letter(message, &self.dead_letters, STAGE, error)
     }
 
@@ -142,7 +148,7 @@ impl SinkHandler {
     /// rows would lose them.
     async fn write<'a>(
         &self,
-        rows: impl Iterator<Item = &'a UserRow> + Clone,
+        rows: impl Iterator<Item = UserRow<&'a str>> + Clone,
         abandon: &CancellationToken,
     ) -> Result<Result<u64, sqlx::Error>, Abandoned> {
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -175,7 +181,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Returns how many rows were new.
 pub async fn insert_rows<'a>(
     pool: &PgPool,
-    rows: impl Iterator<Item = &'a UserRow>,
+    rows: impl Iterator<Item = UserRow<&'a str>>,
 ) -> Result<u64, sqlx::Error> {
     let mut columns = Columns::default();
     for row in rows {
@@ -232,22 +238,116 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn push(&mut self, row: &'a UserRow) {
+    fn push(&mut self, row: UserRow<&'a str>) {
         self.id.push(row.id);
-        self.first_name.push(&row.first_name);
-        self.last_name.push(&row.last_name);
-        self.gender.push(&row.gender);
-        self.address.push(&row.address);
-        self.post_code.push(&row.post_code);
-        self.email.push(&row.email);
-        self.username.push(&row.username);
+        self.first_name.push(row.first_name);
+        self.last_name.push(row.last_name);
+        self.gender.push(row.gender);
+        self.address.push(row.address);
+        self.post_code.push(row.post_code);
+        self.email.push(row.email);
+        self.username.push(row.username);
         self.dob.push(row.dob);
         self.registered_date.push(row.registered_date);
-        self.phone.push(&row.phone);
-        self.picture.push(&row.picture);
-        self.majors.push(&row.majors);
-        self.hobbies.push(&row.hobbies);
+        self.phone.push(row.phone);
+        self.picture.push(row.picture);
+        self.majors.push(row.majors);
+        self.hobbies.push(row.hobbies);
         self.enriched_at.push(row.enriched_at);
         self.fetch_run_id.push(row.fetch_run_id);
+    }
+}
+
+/// A batch's rows with their texts in one buffer: a row costs no allocation of its own.
+struct RowBatch {
+    text: String,
+    rows: Vec<UserRow<Range<usize>>>,
+}
+
+impl RowBatch {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            text: String::with_capacity(rows * 256),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    fn push<S: AsRef<str>>(&mut self, row: &UserRow<S>) {
+        let text = &mut self.text;
+        let row = row.map(|value| {
+            let start = text.len();
+            text.push_str(value.as_ref());
+            start..text.len()
+        });
+        self.rows.push(row);
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = UserRow<&str>> + Clone {
+        self.rows
+            .iter()
+            .map(|row| row.map(|at| &self.text[at.clone()]))
+    }
+}
+
+/// Where each row's message came from, kept to dead-letter a row the database refuses: its key and
+/// payload in one buffer, its headers only when it has any.
+struct Origins {
+    bytes: Vec<u8>,
+    messages: Vec<Origin>,
+}
+
+struct Origin {
+    partition: i32,
+    offset: i64,
+    timestamp: Timestamp,
+    key: Option<Range<usize>>,
+    payload: Option<Range<usize>>,
+    headers: Option<OwnedHeaders>,
+}
+
+impl Origins {
+    fn with_capacity(messages: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(messages * 1024),
+            messages: Vec::with_capacity(messages),
+        }
+    }
+
+    fn push(&mut self, message: &BorrowedMessage<'_>) {
+        let bytes = &mut self.bytes;
+        let mut keep = |part: &[u8]| {
+            let start = bytes.len();
+            bytes.extend_from_slice(part);
+            start..bytes.len()
+        };
+        let key = message.key().map(&mut keep);
+        let payload = message.payload().map(&mut keep);
+        self.messages.push(Origin {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp(),
+            key,
+            payload,
+            headers: message.headers().map(|headers| headers.detach()),
+        });
+    }
+
+    /// Message `index` as it was consumed from `topic`.
+    fn message(&self, index: usize, topic: &str) -> OwnedMessage {
+        let origin = &self.messages[index];
+        let part = |at: &Option<Range<usize>>| at.clone().map(|at| self.bytes[at].to_vec());
+        OwnedMessage::new(
+            part(&origin.payload),
+            part(&origin.key),
+            topic.to_owned(),
+            origin.timestamp,
+            origin.partition,
+            origin.offset,
+            origin.headers.clone(),
+        )
     }
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use rdkafka::Message;
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TopicsConfig, dead_letter_topic};
-use crate::kafka::{self, BatchHandler, BatchSettings, Outbound, Received};
+use crate::kafka::{self, BatchHandler, BatchSettings, Outbound, Producer};
 use crate::metrics::{METRICS, StageCounters};
 use crate::pipeline::record::{self, Enrichment, RecordError};
 use crate::retry::Abandoned;
@@ -71,8 +71,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let handler = Arc::new(StageHandler {
         stage,
-        output: stage.output(topics).to_owned(),
-        dead_letters: dead_letter_topic(stage.input(topics)),
+        output: stage.output(topics).into(),
+        dead_letters: dead_letter_topic(stage.input(topics)).into(),
         max_message_bytes: config.stages.max_message_bytes,
         producer: kafka::producer(&config.kafka)?,
         counters: METRICS.stage(stage.name()),
@@ -96,10 +96,10 @@ pub async fn run(
 
 struct StageHandler {
     stage: Stage,
-    output: String,
-    dead_letters: String,
+    output: Arc<str>,
+    dead_letters: Arc<str>,
     max_message_bytes: usize,
-    producer: FutureProducer,
+    producer: Producer,
     counters: StageCounters,
 }
 
@@ -112,7 +112,7 @@ struct StageWork {
 impl BatchHandler for StageHandler {
     type Work = StageWork;
 
-    fn prepare(&self, batch: Vec<Received>) -> StageWork {
+    fn prepare(&self, batch: &[BorrowedMessage<'_>]) -> StageWork {
         self.counters.consumed.inc_by(batch.len() as u64);
         let stamp = record::timestamp_text(Utc::now());
         let mut dead = 0;

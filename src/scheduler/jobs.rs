@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 
 use super::history;
@@ -129,7 +128,7 @@ pub struct JobFailure {
 /// and whether the topics are known to exist. Only fetch runs touch Kafka: a backup, a drill or pgconf
 /// enforcement runs while it is down.
 pub struct KafkaSide {
-    pub producer: FutureProducer,
+    pub producer: crate::kafka::Producer,
     topics_ready: tokio::sync::OnceCell<()>,
 }
 

@@ -9,7 +9,7 @@ use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 use userpipe::config::dead_letter_topic;
-use userpipe::kafka::{self, header};
+use userpipe::kafka::header;
 use userpipe::pipeline::fetch::generator::Generator;
 use userpipe::pipeline::record;
 use uuid::Uuid;
@@ -87,8 +87,8 @@ async fn hostile_payloads_pass_byte_for_byte_or_are_dead_lettered_with_their_rea
         Some("payload is not json: invalid unicode code point"),
     ));
 
-    let producer = kafka::producer(&config.kafka).unwrap();
     let mut origins = Vec::new();
+    let producer = support::located_producer(&config.kafka.brokers);
     for (payload, reason) in &payloads {
         let delivery = producer
             .send(

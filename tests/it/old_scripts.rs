@@ -116,7 +116,7 @@ async fn kafka_python_reads_every_topic_userpipe_writes() {
         .expect("fetch");
     // Poison for the timestamp stage and for the sink: both stages write a dead letter.
     let poison = |topic: &str, payload: Value| Outbound {
-        topic: topic.to_owned(),
+        topic: topic.into(),
         key: None,
         payload: serde_json::to_vec(&payload).unwrap(),
         headers: Vec::new(),

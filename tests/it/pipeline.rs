@@ -65,7 +65,7 @@ pub fn generated_users(n: usize, seed: u64, run: Option<Uuid>) -> Vec<Object> {
 
 fn outbound(topic: &str, user: &Object) -> Outbound {
     Outbound {
-        topic: topic.to_owned(),
+        topic: topic.into(),
         key: user["id"].as_str().map(|id| id.as_bytes().to_vec()),
         payload: serde_json::to_vec(user).expect("encode"),
         headers: Vec::new(),
@@ -310,7 +310,7 @@ async fn poison_goes_to_the_dead_letter_topics_and_good_users_to_the_table() {
     for (i, user) in good.iter().enumerate() {
         if i % 14 == 0 && i / 14 < bad.len() {
             let (payload, reason) = &bad[i / 14];
-            let delivery = producer
+            let delivery = support::located_producer(&config.kafka.brokers)
                 .send(
                     FutureRecord::<str, _>::to(&config.topics.users).payload(payload),
                     Duration::from_secs(10),
@@ -329,7 +329,7 @@ async fn poison_goes_to_the_dead_letter_topics_and_good_users_to_the_table() {
     }
     // A record that passes both stages' checks but lacks what the sink needs is the sink's poison.
     let untagged = &users[0];
-    producer
+    support::located_producer(&config.kafka.brokers)
         .send(
             FutureRecord::to(&config.topics.enriched)
                 .key("untagged")
@@ -448,7 +448,7 @@ async fn a_message_shaped_as_the_old_get_data_py_made_it_becomes_a_row() {
     let old = format!(
         r#"{{"id": "{id}", "first_name": "Jennie", "last_name": "Nichols", "gender": "female", "address": "8929 Valwood Pkwy, Billings, Michigan, United States", "post_code": 63104, "email": "jennie.nichols@example.com", "username": "yellowpeacock117", "dob": "1992-03-08T15:13:16.688Z", "registered_date": "2007-07-09T05:51:59.390Z", "phone": "(272) 790-0888", "picture": "https://randomuser.me/api/portraits/med/men/75.jpg"}}"#
     );
-    let producer = kafka::producer(&config.kafka).unwrap();
+    let producer = support::located_producer(&config.kafka.brokers);
     producer
         .send(
             FutureRecord::<str, _>::to(&config.topics.users).payload(&old),
@@ -680,7 +680,7 @@ async fn a_dead_letter_too_large_for_its_topic_goes_without_its_payload_and_the_
         .await
         .unwrap();
     prepare(&config, &db.pool).await;
-    let producer = kafka::producer(&config.kafka).unwrap();
+    let producer = support::located_producer(&config.kafka.brokers);
     // Random bytes: compression must not shrink it below the limit.
     let mut huge = vec![0u8; 9 << 20];
     rand::fill(&mut huge[..]);

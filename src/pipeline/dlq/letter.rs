@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use serde::Serialize;
 
-use crate::kafka::{Received, header, header_text};
+use rdkafka::message::OwnedMessage as Received;
+
+use crate::kafka::{header, header_text};
 
 /// Most words of an error that make its reason.
 const REASON_WORDS: usize = 12;

@@ -53,7 +53,7 @@ impl ReplayReport {
 pub fn replay_of(letter: &Letter) -> Option<Outbound> {
     let origin = letter.origin.as_ref()?;
     Some(Outbound {
-        topic: origin.topic.clone(),
+        topic: origin.topic.as_str().into(),
         key: letter.key.clone(),
         payload: letter.payload.clone(),
         headers: vec![
@@ -110,7 +110,7 @@ pub async fn replay(
     }
     if dry_run {
         for (_, replay) in &chosen {
-            *report.sent.entry(replay.topic.clone()).or_default() += 1;
+            *report.sent.entry(replay.topic.to_string()).or_default() += 1;
         }
         return Ok(report);
     }
@@ -131,7 +131,7 @@ pub async fn replay(
         let sent: Vec<&Letter> = round.iter().map(|(letter, _)| *letter).collect();
         record::record(&mut session, &sent).await?;
         for (_, replay) in round {
-            *report.sent.entry(replay.topic.clone()).or_default() += 1;
+            *report.sent.entry(replay.topic.to_string()).or_default() += 1;
         }
         bar.inc(round.len() as u64);
     }
@@ -185,7 +185,7 @@ mod tests {
             payload: b"{}".to_vec(),
         };
         let replay = replay_of(&letter).unwrap();
-        assert_eq!(replay.topic, "t");
+        assert_eq!(&*replay.topic, "t");
         assert_eq!(replay.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(replay.payload, b"{}");
         assert_eq!(

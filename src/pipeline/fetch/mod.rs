@@ -11,10 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use rdkafka::producer::FutureProducer;
-
 use crate::config::Config;
-use crate::kafka::{self, Outbound};
+use crate::kafka::{self, Outbound, Producer};
 use crate::pipeline::record;
 
 /// The source's page size limits: randomuser.me silently turns any other value into 1.
@@ -35,7 +33,7 @@ pub struct FetchReport {
 /// Fetches `count` users from the configured source and publishes them to the users topic with `producer`.
 pub async fn run(
     config: &Config,
-    producer: &FutureProducer,
+    producer: &Producer,
     count: usize,
     run_id: Uuid,
 ) -> anyhow::Result<FetchReport> {
@@ -50,7 +48,7 @@ pub async fn run(
         let id = Uuid::new_v4();
         match record::user_from_randomuser(result, id, Some(run_id)) {
             Ok(user) => records.push(Outbound {
-                topic: topics.users.clone(),
+                topic: topics.users.as_str().into(),
                 key: Some(id.to_string().into_bytes()),
                 payload: serde_json::to_vec(&Value::Object(user))
                     .context("cannot encode a user")?,
@@ -91,7 +89,7 @@ async fn fetch_results(config: &Config, count: usize) -> anyhow::Result<Vec<Valu
 /// Publishes `records` and waits for every acknowledgement, up to `fetch.publish_timeout`.
 pub async fn publish(
     config: &Config,
-    producer: &FutureProducer,
+    producer: &Producer,
     records: &[Outbound],
 ) -> anyhow::Result<()> {
     let deadline = CancellationToken::new();

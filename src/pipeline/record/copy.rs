@@ -48,7 +48,7 @@ impl CopyRows {
     }
 
     /// Appends one row.
-    pub fn push(&mut self, row: &UserRow) {
+    pub fn push<S: AsRef<str>>(&mut self, row: &UserRow<S>) {
         self.starts.push(self.bytes.len());
         let out = &mut self.bytes;
         out.extend_from_slice(&FIELDS.to_be_bytes());
@@ -62,12 +62,12 @@ impl CopyRows {
             &row.email,
             &row.username,
         ] {
-            field(out, text.as_bytes());
+            field(out, text.as_ref().as_bytes());
         }
         timestamptz(out, row.dob);
         timestamptz(out, row.registered_date);
         for text in [&row.phone, &row.picture, &row.majors, &row.hobbies] {
-            field(out, text.as_bytes());
+            field(out, text.as_ref().as_bytes());
         }
         timestamptz(out, row.enriched_at);
         match row.fetch_run_id {

@@ -14,6 +14,8 @@ pub mod slow;
 #[cfg(test)]
 mod agree;
 
+use std::borrow::Cow;
+
 pub use contract::*;
 pub use slow::{Record, check_user, row_from};
 
@@ -31,11 +33,16 @@ pub fn enrich_payload(
     slow::enrich(bytes, limit, enrichment)
 }
 
-/// The sink's view of a payload: the fast path when it plainly passes, else the slow path and its error.
-pub fn row_from_payload(payload: Option<&[u8]>, limit: usize) -> Result<UserRow, RecordError> {
+/// The sink's view of a payload: the fast path when it plainly passes (its texts borrowed from the
+/// payload), else the slow path and its error.
+pub fn row_from_payload(
+    payload: Option<&[u8]>,
+    limit: usize,
+) -> Result<UserRow<Cow<'_, str>>, RecordError> {
     let bytes = bytes_within(payload, limit)?;
     if let Some(row) = fast::row(bytes) {
-        return Ok(row);
+        return Ok(row.map(|text| Cow::Borrowed(*text)));
     }
-    row_from(&Record::parse(Some(bytes), limit)?)
+    let row = row_from(&Record::parse(Some(bytes), limit)?)?;
+    Ok(row.map(|text| Cow::Owned(text.clone())))
 }

@@ -64,7 +64,7 @@ async fn publish_stream(config: &Config, n: usize, seed: u64) {
                 let id = Uuid::new_v4();
                 let user = record::user_from_randomuser(&generator.result(), id, None).unwrap();
                 Outbound {
-                    topic: config.topics.users.clone(),
+                    topic: config.topics.users.as_str().into(),
                     key: Some(id.to_string().into_bytes()),
                     payload: serde_json::to_vec(&user).unwrap(),
                     headers: Vec::new(),

@@ -210,6 +210,15 @@ where
     }
 }
 
+/// A producer whose `send` answers where the message went (partition and offset), for tests that must
+/// find a message they sent; it takes records up to 16 MB, like userpipe's.
+pub fn located_producer(brokers: &str) -> rdkafka::producer::FutureProducer {
+    userpipe::kafka::base_config(brokers)
+        .set("message.max.bytes", (16 << 20).to_string())
+        .create()
+        .expect("a kafka producer")
+}
+
 /// Reads `topic` from the beginning until `n` messages have come, within `timeout`. A message read again
 /// (the reader's group rebalanced and it restarted a partition from the beginning) counts once.
 pub async fn consume(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
