@@ -101,18 +101,7 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
     let release = AdvisoryLock::Backup.release(&mut conn, true);
     let _ = tokio::time::timeout(Duration::from_secs(3), release).await;
     conn.close().await.ok();
-    let Taken {
-        id,
-        path,
-        bytes,
-        server_version,
-        timeline,
-        start_lsn,
-        end_lsn,
-        compressed,
-        compress_error,
-        mut archive_problem,
-    } = taken?;
+    let mut report = taken?;
     let dir = config.backup.dir.clone();
 
     let (keep, archive) = (config.backup.keep, config.backup.wal_archive.clone());
@@ -132,34 +121,24 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<BackupReport
         Err(e) => (Pruned::default(), Some(format!("retention panicked: {e}"))),
     };
     if archiving
-        && archive_problem.is_none()
+        && report.archive_problem.is_none()
         && let Some(from) = &pruned.wal.kept_from
     {
-        archive_problem = match gaps::check(&archive, from) {
+        report.archive_problem = match gaps::check(&archive, from) {
             Ok(coverage) => coverage.problem(),
             Err(e) => Some(format!("{e:#}")),
         };
     }
-    if let Some(problem) = &archive_problem {
+    if let Some(problem) = &report.archive_problem {
         warn!(message = "the WAL archive is not complete", problem = %problem);
     }
     Ok(BackupReport {
-        id,
-        path,
-        bytes,
         duration_ms: clock.elapsed().as_millis() as u64,
-        server_version,
-        timeline,
-        start_lsn,
-        end_lsn,
-        verified: true,
         wal_removed: pruned.wal.removed.len(),
         wal_bytes_freed: pruned.wal.bytes_freed,
         pruned: pruned.deleted,
         prune_error,
-        compressed,
-        compress_error,
-        archive_problem,
+        ..report
     })
 }
 
@@ -171,30 +150,17 @@ struct Server {
     archiving: bool,
 }
 
-/// A verified backup, made visible, before retention.
-struct Taken {
-    id: String,
-    path: PathBuf,
-    bytes: u64,
-    server_version: String,
-    timeline: u32,
-    start_lsn: String,
-    end_lsn: String,
-    compressed: Option<Compressed>,
-    compress_error: Option<String>,
-    archive_problem: Option<String>,
-}
-
 /// The backup proper, under the backup lock that `conn` holds: pg_basebackup into a partial folder,
 /// verification, metadata, the rename that makes it visible, compression, and the wait for its last WAL
-/// segment in the archive.
+/// segment in the archive. The report of the verified, visible backup, before retention (`run` adds it and
+/// the duration).
 async fn take(
     config: &Config,
     progress: bool,
     conn: &mut PgConnection,
     started_at: DateTime<Utc>,
     server: Server,
-) -> anyhow::Result<Taken> {
+) -> anyhow::Result<BackupReport> {
     let Server {
         version: server_version,
         version_num: server_version_num,
@@ -344,14 +310,20 @@ async fn take(
             await_archived(&mut *conn, archive, &last, config.backup.archive_wait).await?;
         archive_problem = arrived.problem;
     }
-    Ok(Taken {
+    Ok(BackupReport {
         id,
         path,
         bytes,
+        duration_ms: 0,
         server_version,
         timeline,
         start_lsn,
         end_lsn,
+        verified: true,
+        wal_removed: 0,
+        wal_bytes_freed: 0,
+        pruned: Vec::new(),
+        prune_error: None,
         compressed,
         compress_error,
         archive_problem,
