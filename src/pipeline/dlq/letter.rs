@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use serde::Serialize;
 
-use rdkafka::message::OwnedMessage as Received;
+use rdkafka::message::OwnedMessage;
 
 use crate::kafka::{header, header_text};
 
@@ -56,7 +56,7 @@ pub struct Letter {
 
 impl Letter {
     /// The letter `message` (read from a dead-letter topic) is.
-    pub fn of(message: &Received) -> Self {
+    pub fn of(message: &OwnedMessage) -> Self {
         let text = |name| header_text(message, name);
         let origin = match (
             text(header::ORIGIN_TOPIC),
@@ -218,14 +218,14 @@ mod tests {
 
     use super::*;
 
-    fn message(offset: i64, headers: &[(&str, &str)], payload: &[u8]) -> Received {
+    fn message(offset: i64, headers: &[(&str, &str)], payload: &[u8]) -> OwnedMessage {
         let headers = headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
             h.insert(Header {
                 key: k,
                 value: Some(v.as_bytes()),
             })
         });
-        Received::new(
+        OwnedMessage::new(
             Some(payload.to_vec()),
             Some(b"user-1".to_vec()),
             "users_info.dlq".into(),
